@@ -1,0 +1,230 @@
+"""Run configuration: dataclasses loaded from YAML, with ``base:`` inheritance and ``section.key=value`` overrides.
+
+Configuration is data: every knob of a run lives here, is written to the run folder as ``config.yaml``, and
+can be overridden on the command line (``train.epochs=5 dataset.path=../shared/datasets/cifar10``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "CalibrationConfig",
+    "Config",
+    "DatasetConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "SupConConfig",
+    "TrainConfig",
+    "config_to_dict",
+    "load_config",
+]
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet32_cifar"  # any timm architecture name (ours are registered on import)
+    num_classes: int | None = None  # None: taken from the dataset
+    drop_rate: float = 0.0
+    proj_dim: int = 128  # projection head output (contrastive methods only)
+    proj_hidden_dim: int | None = None  # None: same width as the backbone's pre-logits features
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for timm.create_model
+
+
+@dataclass
+class DatasetConfig:
+    path: str = "digits"  # "digits" (embedded), a Hub dataset id, or a local folder (HF layout or imagefolder)
+    config: str | None = None  # dataset configuration name (e.g. "plain_text")
+    train_split: str = "train"
+    test_split: str = "test"
+    val_split: str | None = None  # a ready-made validation split; None: carve one from unused train images
+    image_column: str | None = None  # None: detected (the column of Image type)
+    label_column: str | None = None  # None: detected (the ClassLabel column; fine_label preferred)
+    rho: float = 10.0  # imbalance ratio n_max / n_min of the long-tailed training subset (1 = balanced)
+    lt_seed: int = 0  # seed of the long-tail subset (legacy NumPy RNG, as LDAM-DRW)
+    n_max: int | None = None  # head-class size; None: the smallest per-class count available
+    val_per_class: int = 50  # balanced validation images per class, drawn from images not in the LT subset
+    image_size: int | None = None  # resize decoded images to this square size; None: keep (must be uniform)
+    mean: list[float] | None = None  # normalisation; None: the model's pretrained_cfg mean/std
+    std: list[float] | None = None
+
+
+@dataclass
+class SupConConfig:
+    temperature: float = 0.1
+    base_temperature: float | None = None  # None: unscaled loss; the official SupContrast code uses 0.07
+    weight: float = 1.0  # lambda of the joint objective
+    views: int = 2  # augmented views per image (1 or 2)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "plain"  # plain | refcal_joint
+    base_loss: str = "ce"
+    loss_args: dict[str, Any] = field(default_factory=dict)
+    supcon: SupConConfig = field(default_factory=SupConConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 2e-4
+    schedule: str = "step"  # step | cosine | constant
+    milestones: list[int] = field(default_factory=lambda: [160, 180])
+    lr_decay: float = 0.1  # multiplicative decay at each milestone (step schedule)
+    warmup_epochs: float = 5.0  # linear warm-up from ~0 to lr
+    min_lr: float = 0.0  # floor of the cosine schedule
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    seed: int = 1234
+    augment: str = "crop_flip"  # crop_flip | none
+    grad_clip_norm: float | None = None
+
+
+@dataclass
+class CalibrationConfig:
+    temperature_scaling: str = "nll"  # nll | ece_grid | none
+
+
+@dataclass
+class Config:
+    name: str = "resnet8-digitslt-ce"
+    output_dir: str | None = None  # None: runs/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or Path("runs") / self.name)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved configuration as plain data (what ``config.yaml`` holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (following ``base:`` chains), apply ``key=value`` overrides, validate, return it."""
+    data: dict[str, Any] = _read_yaml_chain(Path(path)) if path is not None else {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value (e.g. train.epochs=5)")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return _build(Config, data, prefix="")
+
+
+def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    resolved = path.resolve()
+    if resolved in seen:
+        raise ConfigError(f"config 'base:' chain loops back to '{path}'")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _deep_merge(_read_yaml_chain(path.parent / base, (*seen, resolved)), data)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{key}': '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+        raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, f"{key}.")
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        try:
+            number = float(value) if isinstance(value, str) else value  # YAML reads 2e-4 as a string
+            if tp is int:
+                if float(number) != int(number):
+                    raise ValueError
+                return int(number)
+            return float(number)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}' must be {'an integer' if tp is int else 'a number'}, "
+                              f"got {value!r}") from None
+    if tp is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    return value
