@@ -30,9 +30,10 @@ class ProjectionHead(nn.Module):
 class ContrastiveClassifier(nn.Module):
     """A timm classifier (``backbone``) plus a projection head on its pre-logits features.
 
-    ``forward`` returns logits only, so evaluation code treats it like any classifier; ``forward_train``
-    returns ``(logits, z)`` with ``z`` the L2-normalised projections used by the contrastive loss. Only the
-    backbone is published: the projection head is a training device.
+    ``forward(x)`` returns logits only, so evaluation code treats it like any classifier;
+    ``forward(x, with_projection=True)`` returns ``(logits, z)`` with ``z`` the L2-normalised projections used by
+    the contrastive loss (one ``forward`` for both, so DDP wrappers see every call). Only the backbone is
+    published: the projection head is a training device.
     """
 
     def __init__(self, backbone: nn.Module, proj_dim: int = 128, proj_hidden_dim: int | None = None) -> None:
@@ -40,9 +41,10 @@ class ContrastiveClassifier(nn.Module):
         self.backbone = backbone
         self.proj = ProjectionHead(pre_logits_dim(backbone), proj_dim, proj_hidden_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, with_projection: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not with_projection:
+            return self.backbone(x)
         feats = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
         return self.backbone.get_classifier()(feats), self.proj(feats)

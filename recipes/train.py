@@ -1,0 +1,41 @@
+#!/usr/bin/env python
+"""Train a refcal_zoo entry with Accelerate.
+
+    accelerate launch recipes/train.py                                  # embedded default: resnet8 on digits-LT
+    accelerate launch recipes/train.py --config recipes/configs/resnet32-cifar10lt-refcal.yaml \
+        dataset.path=../shared/datasets/cifar10 train.epochs=5
+
+Any config key can be overridden as ``section.key=value``. Writes the run folder (default ``runs/<name>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    args = parser.parse_args(argv)
+
+    from refcal_zoo.config import load_config
+    from refcal_zoo.engine import train
+    from refcal_zoo.errors import RefCalZooError
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        train(cfg, overwrite=args.overwrite)
+    except RefCalZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""The training engine: Accelerate loop, schedules, evaluation gathering, run folder."""
+
+from .evaluate import predict_logits
+from .optim import build_optimizer, build_scheduler, lr_factor
+from .trainer import RunResult, train
+
+__all__ = ["RunResult", "build_optimizer", "build_scheduler", "lr_factor", "predict_logits", "train"]

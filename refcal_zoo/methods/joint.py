@@ -1,0 +1,54 @@
+"""RefCal-joint: base loss on the classifier + lambda * SupCon on an L2-normalised projection head, one stage.
+
+This is the single-stage objective the RefCal abstract describes (the official code trains two stages; see the
+``refcal`` method). With ``views=2`` each image is augmented twice, the classification loss sees both views and
+SupCon uses the second view of every image as a positive, so every anchor has one; with ``views=1`` only other
+same-class images in the batch are positives and anchors without one are left out of the SupCon mean.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import SupConConfig
+from ..errors import ConfigError
+from ..losses import SupConLoss, refinement_loss
+from ..models import ContrastiveClassifier
+from .base import Method, Transform
+
+
+class RefCalJoint(Method):
+    name = "refcal_joint"
+
+    def __init__(self, criterion: nn.Module, supcon: SupConConfig, proj_dim: int = 128,
+                 proj_hidden_dim: int | None = None) -> None:
+        if supcon.views not in (1, 2):
+            raise ConfigError(f"method.supcon.views must be 1 or 2, got {supcon.views}")
+        self.criterion = criterion
+        self.supcon = SupConLoss(supcon.temperature, supcon.base_temperature)
+        self.weight = supcon.weight
+        self.views = supcon.views
+        self.proj_dim = proj_dim
+        self.proj_hidden_dim = proj_hidden_dim
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return ContrastiveClassifier(model, self.proj_dim, self.proj_hidden_dim)
+
+    def unwrap(self, module: nn.Module) -> nn.Module:
+        return module.backbone
+
+    def loss(self, module: nn.Module, batch: dict[str, torch.Tensor], transform: Transform):
+        x, y = batch["image"], batch["label"]
+        b = x.shape[0]
+        inputs = torch.cat([transform(x) for _ in range(self.views)]) if self.views > 1 else transform(x)
+        logits, z = module(inputs, with_projection=True)
+        logits, z = logits.float(), z.float()
+        labels = y.repeat(self.views)
+        base = self.criterion(logits, labels)
+        feats = z.view(self.views, b, -1).transpose(0, 1)  # [B, views, D]
+        con = self.supcon(feats, y)
+        with torch.no_grad():
+            ref = refinement_loss(feats.detach(), y)
+        return base + self.weight * con, logits, labels, {"base_loss": base.detach(), "supcon": con.detach(),
+                                                          "refinement": ref}
