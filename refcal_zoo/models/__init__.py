@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import timm
@@ -33,7 +34,7 @@ def create_model(arch: str, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with refcal_zoo's architectures registered; an unknown name raises ValueError."""
     name = arch.split(".", 1)[0]
     if ":" not in arch and not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f" Close matches: {', '.join(close)}." if close else ""
         raise ValueError(f"unknown model architecture '{arch}'.{hint} See timm.list_models() for all names.")
     return timm.create_model(arch, **kwargs)
