@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from .. import __version__
 from ..config import Config, config_to_dict
 from ..data import BatchTransform, PreparedData, TensorImageDataset, make_loader, prepare_data
 from ..errors import ConfigError
+from ..calibration import fit_temperature
 from ..hub import export_timm_folder
 from ..methods import build_method
+from ..metrics import UndefinedMetricWarning, evaluate_predictions, reliability_diagram
 from ..models import create_model
 from .evaluate import predict_logits
 from .optim import build_optimizer, build_scheduler
@@ -171,24 +174,59 @@ def train(cfg: Config, *, overwrite: bool = False) -> RunResult:
             f"lr {record['lr']:.4g}  {record['images_per_second']:.0f} img/s"
         )
 
+    val_logits, val_labels = predict_logits(module, val_loader, eval_tf, accelerator)
     test_logits, test_labels = predict_logits(module, test_loader, eval_tf, accelerator)
-    metrics = _evaluate(test_logits, test_labels, data)
+    temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
+    metrics = _evaluate(test_logits, test_labels, data, temperature)
     images_per_second = train_images / train_seconds if train_seconds > 0 else math.nan
     if accelerator.is_main_process:
         classifier = method.unwrap(accelerator.unwrap_model(module))
         refcal_block = _refcal_block(cfg, data, metrics, images_per_second, train_seconds)
+        refcal_block["temperature"] = temperature
         export_timm_folder(classifier.cpu(), stage, label_names=data.class_names, refcal=refcal_block)
+        _write_diagrams(stage, cfg, test_logits, test_labels, temperature)
+        if temperature is not None:
+            write_json(stage / "temperature.json", {
+                "temperature": temperature, "method": cfg.calibration.temperature_scaling,
+                "fitted_on": "validation", "n": len(val_labels)})
         write_json(stage / "metrics.json", metrics)  # written last: marks the run as finished
         finalize_run_dir(stage, run_dir)
-        _print_table(accelerator, cfg, metrics, run_dir)
+        _print_table(accelerator, cfg, metrics, run_dir, temperature)
     accelerator.wait_for_everyone()
     return RunResult(run_dir, metrics, train_seconds, images_per_second)
 
 
-def _evaluate(logits: torch.Tensor, labels: torch.Tensor, data: PreparedData) -> dict[str, Any]:
-    from ..metrics import evaluate_predictions
+def _fit_temperature(cfg: Config, val_logits: torch.Tensor, val_labels: torch.Tensor) -> float | None:
+    how = cfg.calibration.temperature_scaling
+    if how == "none":
+        return None
+    return float(fit_temperature(val_logits.double().numpy(), val_labels.numpy(), method=how))
 
-    return evaluate_predictions(logits.numpy(), labels.numpy(), train_class_counts=data.train_class_counts)
+
+def _evaluate(
+    logits: torch.Tensor, labels: torch.Tensor, data: PreparedData, temperature: float | None
+) -> dict[str, Any]:
+    """Every metric on the test logits; with a temperature, also after scaling as ``ts/<key>``."""
+    z, y = logits.double().numpy(), labels.numpy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndefinedMetricWarning)
+        metrics = evaluate_predictions(z, y, train_class_counts=data.train_class_counts, inputs="logits")
+        if temperature is not None:
+            scaled = evaluate_predictions(z / temperature, y, train_class_counts=data.train_class_counts,
+                                          inputs="logits")
+            metrics.update({f"ts/{k}": v for k, v in scaled.items() if k != "n" and not k.endswith("/n")})
+    for message in dict.fromkeys(str(w.message) for w in caught):  # once each, not once per evaluation
+        print(f"note: {message}")
+    return {k: (int(v) if k == "n" or k.endswith("/n") else float(v)) for k, v in metrics.items()}
+
+
+def _write_diagrams(folder: Path, cfg: Config, logits: torch.Tensor, labels: torch.Tensor,
+                    temperature: float | None) -> None:
+    z, y = logits.double().numpy(), labels.numpy()
+    reliability_diagram(z, y, folder / "reliability.png", inputs="logits", title=f"{cfg.name} (test)")
+    if temperature is not None:
+        reliability_diagram(z / temperature, y, folder / "reliability_ts.png", inputs="logits",
+                            title=f"{cfg.name} (test, T={temperature:.3f})")
 
 
 def _refcal_block(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float) -> dict[str, Any]:
@@ -208,14 +246,25 @@ def _refcal_block(cfg: Config, data: PreparedData, metrics: dict, ips: float, se
                      "train_images_per_second": round(ips, 1)},
         "temperature": None,
         "metrics": {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()
-                    if "/" not in k},
+                    if "/" not in k or (k.startswith("ts/") and k.count("/") == 1)},
     }
 
 
-def _print_table(accelerator: Accelerator, cfg: Config, metrics: dict[str, Any], run_dir: Path) -> None:
+def _print_table(accelerator: Accelerator, cfg: Config, metrics: dict[str, Any], run_dir: Path,
+                 temperature: float | None) -> None:
     keys = [k for k in metrics if "/" not in k and k != "n"]
+    has_ts = any(k.startswith("ts/") for k in metrics)
     width = max(len(k) for k in keys)
-    lines = [f"\nResults on the test split ({int(metrics.get('n', 0))} images) - {cfg.name}", "-" * (width + 12)]
-    lines += [f"{k:<{width}}  {metrics[k]:>8.4f}" for k in keys]
-    lines += ["-" * (width + 12), f"run folder: {run_dir}"]
+    rule = "-" * (width + (24 if has_ts else 12))
+    head = f"{'metric':<{width}}  {'raw':>8}" + (f"  {'after TS':>10}" if has_ts else "")
+    lines = [f"\nResults on the test split ({int(metrics.get('n', 0))} images) - {cfg.name}", rule, head, rule]
+    for k in keys:
+        row = f"{k:<{width}}  {metrics[k]:>8.4f}"
+        if has_ts:
+            row += f"  {metrics[f'ts/{k}']:>10.4f}"
+        lines.append(row)
+    if temperature is not None:
+        lines.append(f"temperature (fitted on validation NLL): {temperature:.4f}" if cfg.calibration.temperature_scaling
+                     == "nll" else f"temperature ({cfg.calibration.temperature_scaling} on validation): {temperature:.4f}")
+    lines += [rule, f"run folder: {run_dir}"]
     accelerator.print("\n".join(lines))

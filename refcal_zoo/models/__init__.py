@@ -8,6 +8,8 @@ from typing import Any
 import timm
 from torch import nn
 
+from ..errors import ConfigError
+
 from . import cifar_resnet, efficientvit_cifar, wide_resnet  # noqa: F401  (registers the entry points)
 from ._common import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 from .cifar_resnet import CifarResNet
@@ -36,5 +38,5 @@ def create_model(arch: str, **kwargs: Any) -> nn.Module:
     if ":" not in arch and not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f" Close matches: {', '.join(close)}." if close else ""
-        raise ValueError(f"unknown model architecture '{arch}'.{hint} See timm.list_models() for all names.")
+        raise ConfigError(f"unknown model architecture '{arch}'.{hint} See timm.list_models() for all names.")
     return timm.create_model(arch, **kwargs)
