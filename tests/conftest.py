@@ -55,7 +55,8 @@ def write_cifar_like(folder: Path, *, schema: str, num_classes: int, train_per_c
         else:
             rows["fine_label"] = labels.tolist()
             rows["coarse_label"] = (labels // 5).tolist()
-        datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(folder / sub / f"{split}-00000-of-00001.parquet"))
+        target = folder / sub / f"{split}-00000-of-00001.parquet"
+        datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(target))
     return folder
 
 

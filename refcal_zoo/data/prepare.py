@@ -13,7 +13,7 @@ import torch
 
 from ..config import DatasetConfig
 from ..errors import DataError
-from .longtail import LongTailSplit, indices_sha256, make_longtail_split
+from .longtail import LongTailSplit, make_longtail_split
 from .sources import ImageSplits, load_image_splits
 
 __all__ = ["PreparedData", "prepare_data"]

@@ -1,7 +1,17 @@
 """The training engine: Accelerate loop, schedules, evaluation gathering, run folder."""
 
 from .evaluate import predict_logits
+from .loop import EpochStats, train_one_epoch
 from .optim import build_optimizer, build_scheduler, lr_factor
 from .trainer import RunResult, train
 
-__all__ = ["RunResult", "build_optimizer", "build_scheduler", "lr_factor", "predict_logits", "train"]
+__all__ = [
+    "EpochStats",
+    "RunResult",
+    "build_optimizer",
+    "build_scheduler",
+    "lr_factor",
+    "predict_logits",
+    "train",
+    "train_one_epoch",
+]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +19,18 @@ import timm
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from .. import __version__
+from ..calibration import fit_temperature
 from ..config import Config, config_to_dict
 from ..data import BatchTransform, PreparedData, TensorImageDataset, make_loader, prepare_data
 from ..errors import ConfigError
-from ..calibration import fit_temperature
 from ..hub import export_timm_folder
 from ..methods import build_method
 from ..metrics import UndefinedMetricWarning, evaluate_predictions, reliability_diagram
 from ..models import create_model
 from .evaluate import predict_logits
+from .loop import train_one_epoch
 from .optim import build_optimizer, build_scheduler
 from .run_folder import check_output_dir, finalize_run_dir, staging_dir, write_json, write_yaml
 
@@ -125,45 +124,22 @@ def train(cfg: Config, *, overwrite: bool = False) -> RunResult:
     train_seconds, train_images = 0.0, 0
     log_path = stage / "log.jsonl"
     for epoch in range(cfg.train.epochs):
-        module.train()
-        t0 = time.perf_counter()
-        seen, loss_sum, correct = 0, 0.0, 0
-        extra: dict[str, float] = {}
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=None if accelerator.is_local_main_process else True, dynamic_ncols=True)
-        for batch in bar:
-            loss, logits, labels, logs = method.loss(module, batch, train_tf)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}; lower train.lr")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if cfg.train.grad_clip_norm:
-                accelerator.clip_grad_norm_(module.parameters(), cfg.train.grad_clip_norm)
-            optimizer.step()
-            scheduler.step()
-            n = batch["label"].shape[0]
-            seen += n
-            loss_sum += loss.item() * n
-            correct += (logits.argmax(1) == labels).sum().item() * n / labels.shape[0]
-            for k, v in logs.items():
-                if torch.isfinite(v):
-                    extra[k] = extra.get(k, 0.0) + v.item() * n
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        epoch_time = time.perf_counter() - t0
-        train_seconds += epoch_time
-        train_images += seen * accelerator.num_processes
+        stats = train_one_epoch(module, train_loader, method, optimizer, scheduler, train_tf, accelerator,
+                                grad_clip_norm=cfg.train.grad_clip_norm, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+        train_seconds += stats.seconds
+        train_images += stats.images * accelerator.num_processes
         val_logits, val_labels = predict_logits(module, val_loader, eval_tf, accelerator)
         val_nll = torch.nn.functional.cross_entropy(val_logits, val_labels).item()
         val_acc = (val_logits.argmax(1) == val_labels).float().mean().item()
         record = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            **{f"train_{k}": v / max(seen, 1) for k, v in extra.items()},
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
+            **{f"train_{k}": v for k, v in stats.extras.items()},
             "val_accuracy": val_acc,
             "val_nll": val_nll,
             "lr": optimizer.param_groups[0]["lr"],
-            "images_per_second": seen * accelerator.num_processes / epoch_time,
+            "images_per_second": stats.images * accelerator.num_processes / stats.seconds,
         }
         if accelerator.is_main_process:
             with open(log_path, "a") as fh:
@@ -174,7 +150,7 @@ def train(cfg: Config, *, overwrite: bool = False) -> RunResult:
             f"lr {record['lr']:.4g}  {record['images_per_second']:.0f} img/s"
         )
 
-    val_logits, val_labels = predict_logits(module, val_loader, eval_tf, accelerator)
+    # val_logits: the final model's, from the last epoch's evaluation
     test_logits, test_labels = predict_logits(module, test_loader, eval_tf, accelerator)
     temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
     metrics = _evaluate(test_logits, test_labels, data, temperature)
@@ -264,7 +240,7 @@ def _print_table(accelerator: Accelerator, cfg: Config, metrics: dict[str, Any],
             row += f"  {metrics[f'ts/{k}']:>10.4f}"
         lines.append(row)
     if temperature is not None:
-        lines.append(f"temperature (fitted on validation NLL): {temperature:.4f}" if cfg.calibration.temperature_scaling
-                     == "nll" else f"temperature ({cfg.calibration.temperature_scaling} on validation): {temperature:.4f}")
+        how = "validation NLL" if cfg.calibration.temperature_scaling == "nll" else "validation ECE grid"
+        lines.append(f"temperature (fitted on {how}): {temperature:.4f}")
     lines += [rule, f"run folder: {run_dir}"]
     accelerator.print("\n".join(lines))

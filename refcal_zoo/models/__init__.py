@@ -9,7 +9,6 @@ import timm
 from torch import nn
 
 from ..errors import ConfigError
-
 from . import cifar_resnet, efficientvit_cifar, wide_resnet  # noqa: F401  (registers the entry points)
 from ._common import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 from .cifar_resnet import CifarResNet
