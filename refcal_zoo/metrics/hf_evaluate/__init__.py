@@ -1,0 +1,1 @@
+"""Hugging Face `evaluate` metric modules (load a folder with `evaluate.load(path)`; not imported by refcal_zoo)."""
