@@ -110,3 +110,22 @@ def test_contrastive_wrapper_matches_backbone():
         torch.testing.assert_close(wrapped(x), backbone(x))
     assert z.shape == (4, 16)
     torch.testing.assert_close(z.norm(dim=1), torch.ones(4))
+
+
+def test_import_does_not_touch_the_network():
+    """Import the package and build a model in a fresh interpreter whose sockets refuse to connect."""
+    import subprocess
+    import sys
+
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k):\n"
+        "    raise AssertionError('network access during import')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "import refcal_zoo, timm\n"
+        "timm.create_model('resnet32_cifar', num_classes=10)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

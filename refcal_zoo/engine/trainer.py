@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import timm
 import torch
 from accelerate import Accelerator
@@ -165,7 +164,7 @@ def train(cfg: Config, *, overwrite: bool = False) -> RunResult:
             write_json(stage / "temperature.json", {
                 "temperature": temperature, "method": cfg.calibration.temperature_scaling,
                 "fitted_on": "validation", "n": len(val_labels)})
-        write_json(stage / "metrics.json", metrics)  # written last: marks the run as finished
+        write_json(stage / "metrics.json", _json_ready(metrics))  # written last: marks the run as finished
         finalize_run_dir(stage, run_dir)
         _print_table(accelerator, cfg, metrics, run_dir, temperature)
     accelerator.wait_for_everyone()
@@ -205,6 +204,11 @@ def _write_diagrams(folder: Path, cfg: Config, logits: torch.Tensor, labels: tor
                             title=f"{cfg.name} (test, T={temperature:.3f})")
 
 
+def _json_ready(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Undefined metrics (nan) become JSON null rather than the non-standard NaN token."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
 def _refcal_block(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float) -> dict[str, Any]:
     rec = data.split
     return {
@@ -221,7 +225,7 @@ def _refcal_block(cfg: Config, data: PreparedData, metrics: dict, ips: float, se
                      "schedule": cfg.train.schedule, "seed": cfg.train.seed, "train_seconds": round(seconds, 1),
                      "train_images_per_second": round(ips, 1)},
         "temperature": None,
-        "metrics": {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()
+        "metrics": {k: v for k, v in _json_ready(metrics).items()
                     if "/" not in k or (k.startswith("ts/") and k.count("/") == 1)},
     }
 
