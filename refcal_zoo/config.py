@@ -1,5 +1,8 @@
 """Run configuration: dataclasses loaded from YAML, with ``base:`` inheritance and ``section.key=value`` overrides.
 
+``base:`` names one file or a list of files (relative to the config's folder), merged in order and then
+overridden by the config itself.
+
 Configuration is data: every knob of a run lives here, is written to the run folder as ``config.yaml``, and
 can be overridden on the command line (``train.epochs=5 dataset.path=../shared/datasets/cifar10``).
 """
@@ -24,6 +27,7 @@ __all__ = [
     "DatasetConfig",
     "MethodConfig",
     "ModelConfig",
+    "Stage2Config",
     "SupConConfig",
     "TrainConfig",
     "config_to_dict",
@@ -63,14 +67,16 @@ class DatasetConfig:
 class SupConConfig:
     temperature: float = 0.1
     base_temperature: float | None = None  # None: unscaled loss; the official SupContrast code uses 0.07
-    weight: float = 1.0  # lambda of the joint objective
-    views: int = 2  # augmented views per image (1 or 2)
+    weight: float = 1.0  # lambda of the joint objective (refcal_joint)
+    weight_warmup_epochs: float = 0.0  # refcal_joint: ramp lambda linearly from 0 over these epochs
+    views: int = 2  # augmented views per image (refcal_joint: 1 or 2; refcal stage 1 always uses 2)
+    augment: str = "simclr"  # augmentation of the contrastive stage of two-stage refcal
 
 
 @dataclass
 class MethodConfig:
-    name: str = "plain"  # plain | refcal_joint
-    base_loss: str = "ce"
+    name: str = "plain"  # plain | refcal (two-stage) | refcal_joint (one stage)
+    base_loss: str = "ce"  # the classification loss (refcal: of stage 2); any name of refcal_zoo.losses
     loss_args: dict[str, Any] = field(default_factory=dict)
     supcon: SupConConfig = field(default_factory=SupConConfig)
 
@@ -92,8 +98,24 @@ class TrainConfig:
     min_lr: float = 0.0  # floor of the cosine schedule
     mixed_precision: str = "no"  # no | fp16 | bf16
     seed: int = 1234
-    augment: str = "crop_flip"  # crop_flip | none
+    augment: str = "crop_flip"  # crop_flip | rrc_flip | simclr | none
     grad_clip_norm: float | None = None
+
+
+@dataclass
+class Stage2Config(TrainConfig):
+    """Stage 2 of two-stage refcal: the linear classifier on the frozen encoder (SupContrast's linear recipe).
+
+    Only the optimisation fields are used; precision and seed come from ``train``."""
+
+    epochs: int = 100
+    batch_size: int = 512
+    lr: float = 5.0
+    weight_decay: float = 0.0
+    milestones: list[int] = field(default_factory=lambda: [60, 75, 90])
+    lr_decay: float = 0.2
+    warmup_epochs: float = 0.0
+    augment: str = "rrc_flip"
 
 
 @dataclass
@@ -109,6 +131,7 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     @property
@@ -147,7 +170,13 @@ def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
-    return _deep_merge(_read_yaml_chain(path.parent / base, (*seen, resolved)), data)
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"config file '{path}': base must be a file name or a list of file names")
+    merged: dict[str, Any] = {}
+    for b in bases:  # later bases override earlier ones; the file itself overrides all of them
+        merged = _deep_merge(merged, _read_yaml_chain(path.parent / b, (*seen, resolved)))
+    return _deep_merge(merged, data)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

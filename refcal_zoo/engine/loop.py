@@ -22,7 +22,7 @@ class EpochStats:
     images: int  # images seen by this process
     seconds: float
     loss: float
-    accuracy: float  # running training accuracy of the classification term
+    accuracy: float  # running training accuracy of the classification term (nan for a stage without one)
     extras: dict[str, float] = field(default_factory=dict)  # method-specific terms (e.g. supcon, refinement)
 
 
@@ -61,11 +61,13 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        method.after_step(batch, logits, labels)
         n = batch["label"].shape[0]
         seen += n
         with torch.no_grad():
             loss_sum += loss.detach() * n
-            correct += (logits.argmax(1) == labels).float().mean() * n
+            if logits is not None:
+                correct += (logits.argmax(1) == labels).float().mean() * n
             for k, v in logs.items():
                 extras[k] = extras.get(k, torch.zeros((), device=dev)) + torch.nan_to_num(v.detach(), nan=0.0) * n
         if step % 25 == 0:
@@ -75,6 +77,7 @@ def train_one_epoch(
     if not torch.isfinite(torch.tensor(mean_loss)):
         raise FloatingPointError("non-finite training loss; lower train.lr or check the data")
     return EpochStats(
-        images=seen, seconds=seconds, loss=mean_loss, accuracy=correct.item() / max(seen, 1),
+        images=seen, seconds=seconds, loss=mean_loss,
+        accuracy=correct.item() / max(seen, 1) if method.trains_classifier else float("nan"),
         extras={k: v.item() / max(seen, 1) for k, v in extras.items()},
     )

@@ -25,7 +25,7 @@ from ..config import Config, config_to_dict
 from ..data import BatchTransform, PreparedData, TensorImageDataset, make_loader, prepare_data
 from ..errors import ConfigError
 from ..hub import export_timm_folder
-from ..methods import build_method
+from ..methods import build_stages
 from ..metrics import UndefinedMetricWarning, evaluate_predictions, reliability_diagram
 from ..models import create_model
 from .evaluate import predict_logits
@@ -86,86 +86,91 @@ def train(cfg: Config, *, overwrite: bool = False) -> RunResult:
     set_seed(cfg.train.seed)
     data = prepare_data(cfg.dataset)
     model, mean, std = _build_model(cfg, data)
-    method = build_method(cfg.method, cfg.model)
-    module = method.wrap(model)
+    stages = build_stages(cfg, len(data.train_labels), sync=accelerator.num_processes > 1)
+    for st in stages:
+        BatchTransform(mean, std, augment=st.augment)  # validates augmentation names before anything is written
 
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    train_loader = make_loader(TensorImageDataset(data.train_images, data.train_labels), cfg.train.batch_size,
-                               train=True, generator=gen)
+    train_set = TensorImageDataset(data.train_images, data.train_labels)
     val_loader = make_loader(TensorImageDataset(data.val_images, data.val_labels), cfg.train.eval_batch_size,
                              train=False)
     test_loader = make_loader(TensorImageDataset(data.test_images, data.test_labels), cfg.train.eval_batch_size,
                               train=False)
-    optimizer = build_optimizer(module, cfg.train)
-    module, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
-        module, optimizer, train_loader, val_loader, test_loader
-    )
-    scheduler = build_scheduler(optimizer, len(train_loader), cfg.train)
-    train_tf = BatchTransform(mean, std, augment=cfg.train.augment)
+    val_loader, test_loader = accelerator.prepare(val_loader, test_loader)
     eval_tf = BatchTransform(mean, std, augment="none")
 
     run_dir = cfg.run_dir
-    stage = staging_dir(run_dir)
+    stage_dir = staging_dir(run_dir)
     if accelerator.is_main_process:
-        if stage.exists():
-            accelerator.print(f"note: removing the unfinished staging folder {stage} of an earlier run")
-            shutil.rmtree(stage)
-        stage.mkdir(parents=True)
-        write_yaml(stage / "config.yaml", config_to_dict(cfg))
-        write_json(stage / "lt_indices.json", data.lt_record())
+        if stage_dir.exists():
+            accelerator.print(f"note: removing the unfinished staging folder {stage_dir} of an earlier run")
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True)
+        write_yaml(stage_dir / "config.yaml", config_to_dict(cfg))
+        write_json(stage_dir / "lt_indices.json", data.lt_record())
+    plan = " then ".join(f"{st.name} ({st.train.epochs} epochs)" for st in stages)
     accelerator.print(
         f"{cfg.name}: {cfg.model.arch} on {cfg.dataset.path} (rho={cfg.dataset.rho:g}) | train {len(data.train_labels)}"
         f" / val {len(data.val_labels)} / test {len(data.test_labels)} images, {data.num_classes} classes | "
-        f"method {method.name} ({cfg.method.base_loss}) | {cfg.train.epochs} epochs | device {accelerator.device}"
+        f"method {cfg.method.name} ({cfg.method.base_loss}): {plan} | device {accelerator.device}"
         f" x{accelerator.num_processes}"
     )
 
     train_seconds, train_images = 0.0, 0
-    log_path = stage / "log.jsonl"
-    for epoch in range(cfg.train.epochs):
-        stats = train_one_epoch(module, train_loader, method, optimizer, scheduler, train_tf, accelerator,
-                                grad_clip_norm=cfg.train.grad_clip_norm, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
-        train_seconds += stats.seconds
-        train_images += stats.images * accelerator.num_processes
-        val_logits, val_labels = predict_logits(module, val_loader, eval_tf, accelerator)
-        val_nll = torch.nn.functional.cross_entropy(val_logits, val_labels).item()
-        val_acc = (val_logits.argmax(1) == val_labels).float().mean().item()
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": stats.loss,
-            "train_accuracy": stats.accuracy,
-            **{f"train_{k}": v for k, v in stats.extras.items()},
-            "val_accuracy": val_acc,
-            "val_nll": val_nll,
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_second": stats.images * accelerator.num_processes / stats.seconds,
-        }
-        if accelerator.is_main_process:
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-        accelerator.print(
-            f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {record['train_loss']:.4f}  "
-            f"train_acc {record['train_accuracy']:.3f}  val_acc {val_acc:.3f}  val_nll {val_nll:.3f}  "
-            f"lr {record['lr']:.4g}  {record['images_per_second']:.0f} img/s"
-        )
+    log_path = stage_dir / "log.jsonl"
+    val_logits = val_labels = None
+    for index, st in enumerate(stages):
+        method = st.method.to(accelerator.device)
+        module = method.wrap(model)
+        train_loader = make_loader(train_set, st.train.batch_size, train=True,
+                                   generator=torch.Generator().manual_seed(cfg.train.seed + index))
+        optimizer = build_optimizer(module, st.train)
+        module, optimizer, train_loader = accelerator.prepare(module, optimizer, train_loader)
+        scheduler = build_scheduler(optimizer, len(train_loader), st.train)
+        train_tf = BatchTransform(mean, std, augment=st.augment)
+        prefix = f"{st.name} " if len(stages) > 1 else ""
+        for epoch in range(st.train.epochs):
+            method.start_epoch(epoch)
+            stats = train_one_epoch(module, train_loader, method, optimizer, scheduler, train_tf, accelerator,
+                                    grad_clip_norm=st.train.grad_clip_norm,
+                                    desc=f"{prefix}epoch {epoch + 1}/{st.train.epochs}")
+            train_seconds += stats.seconds
+            train_images += stats.images * accelerator.num_processes
+            record = {"stage": st.name, "epoch": epoch + 1, "train_loss": stats.loss}
+            if method.trains_classifier:
+                record["train_accuracy"] = stats.accuracy
+            record.update({f"train_{k}": v for k, v in stats.extras.items()})
+            if method.trains_classifier:
+                val_logits, val_labels = predict_logits(module, val_loader, eval_tf, accelerator)
+                record["val_accuracy"] = (val_logits.argmax(1) == val_labels).float().mean().item()
+                record["val_nll"] = torch.nn.functional.cross_entropy(val_logits, val_labels).item()
+                record.update(method.end_epoch(val_logits.to(accelerator.device), val_labels.to(accelerator.device)))
+            else:
+                record.update(method.end_epoch(None, None))
+            record["lr"] = optimizer.param_groups[0]["lr"]
+            record["images_per_second"] = stats.images * accelerator.num_processes / stats.seconds
+            if accelerator.is_main_process:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            accelerator.print(_epoch_line(prefix, epoch, st.train.epochs, record))
+        model = method.unwrap(accelerator.unwrap_model(module))
 
     # val_logits: the final model's, from the last epoch's evaluation
-    test_logits, test_labels = predict_logits(module, test_loader, eval_tf, accelerator)
+    test_logits, test_labels = predict_logits(model, test_loader, eval_tf, accelerator)
     temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
     metrics = _evaluate(test_logits, test_labels, data, temperature)
     images_per_second = train_images / train_seconds if train_seconds > 0 else math.nan
     if accelerator.is_main_process:
-        classifier = method.unwrap(accelerator.unwrap_model(module))
+        classifier = model
         refcal_block = _refcal_block(cfg, data, metrics, images_per_second, train_seconds)
         refcal_block["temperature"] = temperature
-        export_timm_folder(classifier.cpu(), stage, label_names=data.class_names, refcal=refcal_block)
-        _write_diagrams(stage, cfg, test_logits, test_labels, temperature)
+        export_timm_folder(classifier.cpu(), stage_dir, label_names=data.class_names, refcal=refcal_block)
+        _write_diagrams(stage_dir, cfg, test_logits, test_labels, temperature)
         if temperature is not None:
-            write_json(stage / "temperature.json", {
+            write_json(stage_dir / "temperature.json", {
                 "temperature": temperature, "method": cfg.calibration.temperature_scaling,
                 "fitted_on": "validation", "n": len(val_labels)})
-        write_json(stage / "metrics.json", _json_ready(metrics))  # written last: marks the run as finished
-        finalize_run_dir(stage, run_dir)
+        write_json(stage_dir / "metrics.json", _json_ready(metrics))  # written last: marks the run as finished
+        finalize_run_dir(stage_dir, run_dir)
         _print_table(accelerator, cfg, metrics, run_dir, temperature)
     accelerator.wait_for_everyone()
     return RunResult(run_dir, metrics, train_seconds, images_per_second)
@@ -202,6 +207,16 @@ def _write_diagrams(folder: Path, cfg: Config, logits: torch.Tensor, labels: tor
     if temperature is not None:
         reliability_diagram(z / temperature, y, folder / "reliability_ts.png", inputs="logits",
                             title=f"{cfg.name} (test, T={temperature:.3f})")
+
+
+def _epoch_line(prefix: str, epoch: int, epochs: int, r: dict[str, Any]) -> str:
+    parts = [f"{prefix}epoch {epoch + 1:>3}/{epochs}", f"loss {r['train_loss']:.4f}"]
+    for key, label, fmt in (("train_accuracy", "train_acc", ".3f"), ("train_supcon", "supcon", ".3f"),
+                            ("train_refinement", "L_ref", ".3f"), ("val_accuracy", "val_acc", ".3f"),
+                            ("val_nll", "val_nll", ".3f"), ("lr", "lr", ".4g"), ("images_per_second", "img/s", ".0f")):
+        if key in r:
+            parts.append(f"{label} {r[key]:{fmt}}")
+    return "  ".join(parts)
 
 
 def _json_ready(metrics: dict[str, Any]) -> dict[str, Any]:

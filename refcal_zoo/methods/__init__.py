@@ -1,7 +1,19 @@
-"""How a method turns a batch into a training loss: plain (one loss) or RefCal-joint (loss + lambda * SupCon)."""
+"""How a method trains: plain (one loss), refcal (two-stage SupCon then linear classifier) and refcal_joint."""
 
-from .base import Method, build_method
+from .base import Criterion, Method, Stage, build_base_loss, build_stages
 from .joint import RefCalJoint
 from .plain import Plain
+from .two_stage import FrozenEncoderClassifier, LinearProbe, SupConPretrain
 
-__all__ = ["Method", "Plain", "RefCalJoint", "build_method"]
+__all__ = [
+    "Criterion",
+    "FrozenEncoderClassifier",
+    "LinearProbe",
+    "Method",
+    "Plain",
+    "RefCalJoint",
+    "Stage",
+    "SupConPretrain",
+    "build_base_loss",
+    "build_stages",
+]

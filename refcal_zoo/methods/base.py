@@ -1,57 +1,137 @@
-"""The method interface used by the engine."""
+"""The method interface used by the engine, the stateful-loss bookkeeping, and how a config becomes stages."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..config import MethodConfig, ModelConfig
+from ..config import Config, TrainConfig
 from ..errors import ConfigError
 
-__all__ = ["Method", "build_method", "build_base_loss"]
+__all__ = ["Criterion", "Method", "Stage", "build_base_loss", "build_stages"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
-class Method:
-    """Wraps a classifier for training and computes the loss of one batch.
+class Criterion:
+    """A classification loss from ``refcal_zoo.losses`` plus the bookkeeping its state needs.
 
-    ``wrap(model)`` returns the module the optimiser trains (e.g. classifier + projection head);
-    ``loss(module, batch, transform)`` returns ``(loss, logits, labels, logs)`` where logits/labels are
-    those of the classification term (for running accuracy) and ``logs`` holds scalars to report.
+    CRL (``needs_indices``) gets the batch's sample indices, its correctness history updated after every step
+    and its epoch counter advanced after every epoch; AdaFocal (``needs_validation``) gets its per-bin gammas
+    updated from the whole validation set after every epoch. Stateless losses pass straight through. With
+    ``sync=True`` (several processes) CRL's history update gathers indices and correctness from every rank.
+    """
+
+    def __init__(self, loss: nn.Module, sync: bool = False) -> None:
+        self.loss = loss
+        self.sync = sync
+        self.needs_indices = bool(getattr(loss, "needs_indices", False))
+        self.needs_validation = bool(getattr(loss, "needs_validation", False))
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, labels, indices) if self.needs_indices else self.loss(logits, labels)
+
+    def after_step(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
+        if self.needs_indices:
+            self.loss.update_history(logits.detach(), labels, indices, sync=self.sync)
+
+    def end_epoch(self, val_logits: torch.Tensor | None, val_labels: torch.Tensor | None) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        if self.needs_indices:
+            self.loss.next_epoch()
+        if self.needs_validation:
+            if val_logits is None:
+                raise RuntimeError("AdaFocal needs the validation logits at the end of every epoch")
+            state = self.loss.update_from_validation(val_logits, val_labels, inputs="logits")
+            logs["adafocal_gamma_mean"] = float(state["gamma"].float().mean())
+        return logs
+
+    def to(self, device: torch.device) -> Criterion:
+        self.loss.to(device)
+        return self
+
+
+class Method:
+    """How a stage trains: wraps the classifier, computes the loss of a batch, keeps per-epoch state.
+
+    ``wrap(model)`` returns the module the optimiser trains (only its ``requires_grad`` parameters are
+    optimised); ``unwrap(module)`` returns the classifier inside it. ``loss(module, batch, transform)`` returns
+    ``(loss, logits, labels, logs)``: the logits/labels of the classification term (``None`` for a stage that
+    trains no classifier) and scalar tensors to report. The hooks are called by the engine.
     """
 
     name = "method"
+    trains_classifier = True
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return model
 
     def unwrap(self, module: nn.Module) -> nn.Module:
-        """The publishable classifier inside the trained module."""
         return module
 
-    def loss(
-        self, module: nn.Module, batch: dict[str, torch.Tensor], transform: Transform
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def to(self, device: torch.device) -> Method:
+        return self
+
+    def loss(self, module: nn.Module, batch: dict[str, torch.Tensor], transform: Transform):
         raise NotImplementedError
 
+    def start_epoch(self, epoch: int) -> None:
+        """Called before epoch ``epoch`` (0-based) of the stage."""
 
-def build_base_loss(name: str, args: dict) -> nn.Module:
-    from ..losses import build_loss
+    def after_step(self, batch: dict[str, torch.Tensor], logits: torch.Tensor | None,
+                   labels: torch.Tensor | None) -> None:
+        """Called after every optimiser step with the batch and the logits the step was computed from."""
 
-    return build_loss(name, **args)
+    def end_epoch(self, val_logits: torch.Tensor | None, val_labels: torch.Tensor | None) -> dict[str, float]:
+        """Called after every epoch with the whole validation set's logits (None for non-classifier stages)."""
+        return {}
 
 
-def build_method(cfg: MethodConfig, model_cfg: ModelConfig) -> Method:
-    """The method named by ``cfg.name`` with its losses built from the config."""
+@dataclass
+class Stage:
+    """One training stage: a method, the optimisation settings it uses and its augmentation."""
+
+    name: str
+    method: Method
+    train: TrainConfig
+    augment: str
+
+
+def build_base_loss(name: str, args: dict[str, Any], num_train: int) -> nn.Module:
+    """A registry loss; CRL gets ``num_samples`` (the training-set size) unless given a history."""
+    from ..losses import LOSSES, build_loss
+
+    key = name.lower().replace("-", "").replace("_", "").strip()
+    args = dict(args)
+    if getattr(LOSSES.get(key), "needs_indices", False) and "history" not in args:
+        args.setdefault("num_samples", num_train)
+    try:
+        return build_loss(name, **args)
+    except ValueError as exc:
+        raise ConfigError(f"method.base_loss / method.loss_args: {exc}") from None
+
+
+def build_stages(cfg: Config, num_train: int, *, sync: bool = False) -> list[Stage]:
+    """The stages of ``cfg.method``: plain and refcal_joint train in one stage, refcal in two."""
     from .joint import RefCalJoint
     from .plain import Plain
+    from .two_stage import LinearProbe, SupConPretrain
 
-    if cfg.name == "plain":
-        return Plain(build_base_loss(cfg.base_loss, cfg.loss_args))
-    if cfg.name == "refcal_joint":
-        return RefCalJoint(build_base_loss(cfg.base_loss, cfg.loss_args), cfg.supcon,
-                           model_cfg.proj_dim, model_cfg.proj_hidden_dim)
-    raise ConfigError(f"unknown method.name '{cfg.name}' (choose plain or refcal_joint)")
+    m = cfg.method
+    criterion = Criterion(build_base_loss(m.base_loss, m.loss_args, num_train), sync=sync)
+    if m.name == "plain":
+        return [Stage("train", Plain(criterion), cfg.train, cfg.train.augment)]
+    if m.name == "refcal_joint":
+        method = RefCalJoint(criterion, m.supcon, cfg.model.proj_dim, cfg.model.proj_hidden_dim)
+        return [Stage("train", method, cfg.train, cfg.train.augment)]
+    if m.name == "refcal":
+        return [
+            Stage("contrastive", SupConPretrain(m.supcon, cfg.model.proj_dim, cfg.model.proj_hidden_dim),
+                  cfg.train, m.supcon.augment),
+            Stage("classifier", LinearProbe(criterion), cfg.stage2, cfg.stage2.augment),
+        ]
+    raise ConfigError(f"unknown method.name '{m.name}' (choose plain, refcal or refcal_joint)")
