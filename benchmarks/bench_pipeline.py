@@ -94,8 +94,7 @@ def main() -> None:
     images, labels, what = load_images(args.dataset)
     model = create_model(args.arch, num_classes=10)
     opt = build_optimizer(model, TrainConfig())
-    loader = make_loader(TensorImageDataset(images, labels), args.batch_size, train=True,
-                         generator=torch.Generator().manual_seed(0))
+    loader = make_loader(TensorImageDataset(images, labels), args.batch_size, train=True, seed=0)
     model, opt, loader = accelerator.prepare(model, opt, loader)
     sched = build_scheduler(opt, len(loader), TrainConfig(warmup_epochs=0, schedule="constant"))
     tf = BatchTransform(CIFAR10_MEAN, CIFAR10_STD, augment="crop_flip")

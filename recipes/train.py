@@ -20,7 +20,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished run in the output folder (or discard an unfinished one)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the unfinished run of this configuration from its newest checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     args = parser.parse_intermixed_args(argv)
 
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        train(cfg, overwrite=args.overwrite)
+        train(cfg, overwrite=args.overwrite, resume=args.resume)
     except RefCalZooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

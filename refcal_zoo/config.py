@@ -22,6 +22,7 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
+    "RESUMABLE_CHANGES",
     "CalibrationConfig",
     "Config",
     "DatasetConfig",
@@ -31,6 +32,7 @@ __all__ = [
     "SupConConfig",
     "TrainConfig",
     "config_to_dict",
+    "flatten",
     "load_config",
 ]
 
@@ -96,17 +98,27 @@ class TrainConfig:
     lr_decay: float = 0.1  # multiplicative decay at each milestone (step schedule)
     warmup_epochs: float = 5.0  # linear warm-up from ~0 to lr
     min_lr: float = 0.0  # floor of the cosine schedule
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    wd_exclude_norm_bias: bool = False  # no weight decay on normalisation weights and biases
+    mixed_precision: str | None = None  # no | fp16 | bf16; None: from `accelerate launch` (default no)
+    grad_accum_steps: int = 1  # optimiser step every N batches (effective batch = batch_size * N * processes)
     seed: int = 1234
     augment: str = "crop_flip"  # crop_flip | rrc_flip | simclr | none
     grad_clip_norm: float | None = None
+    select: str = "best_nll"  # model selection on validation: best_nll | best_accuracy | last (never on test)
+    checkpoint_every_epochs: int = 1  # 0: never at epoch ends
+    checkpoint_every_steps: int = 0  # 0: never mid-epoch
+    keep_checkpoints: int = 2
+    log_with: list[str] = field(default_factory=list)  # Accelerate trackers, e.g. [tensorboard]; log.jsonl always
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
 
 
 @dataclass
 class Stage2Config(TrainConfig):
     """Stage 2 of two-stage refcal: the linear classifier on the frozen encoder (SupContrast's linear recipe).
 
-    Only the optimisation fields are used; precision and seed come from ``train``."""
+    Only the optimisation fields are used; precision, seed, checkpointing, tracking and model selection come
+    from ``train``."""
 
     epochs: int = 100
     batch_size: int = 512
@@ -137,6 +149,24 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir or Path("runs") / self.name)
+
+
+#: keys that may differ between a run and its resumption (budget and logging); anything else must match.
+RESUMABLE_CHANGES = frozenset({
+    "train.epochs", "stage2.epochs", "train.eval_batch_size", "stage2.eval_batch_size", "train.log_with",
+    "train.checkpoint_every_epochs", "train.checkpoint_every_steps", "train.keep_checkpoints",
+})
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("kwargs", "loss_args"):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

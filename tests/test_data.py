@@ -139,7 +139,7 @@ def test_random_crop_flip_matches_per_sample_reference():
 
 def test_loader_yields_whole_batches_with_indices():
     ds = TensorImageDataset(torch.zeros(10, 3, 4, 4, dtype=torch.uint8), torch.arange(10))
-    batches = list(make_loader(ds, 4, train=True, generator=torch.Generator().manual_seed(0)))
+    batches = list(make_loader(ds, 4, train=True, seed=0))
     assert [b["image"].shape[0] for b in batches] == [4, 4]  # drop_last in training
     for b in batches:
         assert torch.equal(b["label"], b["index"])

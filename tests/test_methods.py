@@ -35,8 +35,7 @@ def tiny_data(n=96, k=4, seed=0):
 def run_stage(method, model, accelerator, images, labels, epochs=1, augment="crop_flip", lr=0.05, batch=32):
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, warmup_epochs=0, schedule="constant")
     module = method.wrap(model)
-    loader = make_loader(TensorImageDataset(images, labels), batch, train=True,
-                         generator=torch.Generator().manual_seed(0))
+    loader = make_loader(TensorImageDataset(images, labels), batch, train=True, seed=0)
     opt = build_optimizer(module, cfg)
     module, opt, loader = accelerator.prepare(module, opt, loader)
     sched = build_scheduler(opt, len(loader), cfg)

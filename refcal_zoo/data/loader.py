@@ -8,9 +8,9 @@ lets stateful methods (e.g. CRL's correctness history) track individual training
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["TensorImageDataset", "make_loader"]
+__all__ = ["EpochShuffleSampler", "TensorImageDataset", "make_loader"]
 
 
 class TensorImageDataset(Dataset):
@@ -33,23 +33,47 @@ class TensorImageDataset(Dataset):
         return {"image": self.images[idx], "label": self.labels[idx], "index": idx}
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation that depends only on ``(seed, epoch)``: call ``set_epoch`` before each epoch.
+
+    Because the order of epoch e does not depend on what ran before, a run resumed in the middle of epoch e
+    sees exactly the batches an uninterrupted run sees (with the first ones skipped).
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples = num_samples
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+
+
 def _passthrough(batch):
     return batch
 
 
-def make_loader(
-    dataset: TensorImageDataset, batch_size: int, *, train: bool, generator: torch.Generator | None = None
-) -> DataLoader:
-    """Shuffled, last-incomplete-batch-dropped loader for training; ordered, complete loader for evaluation.
+def make_loader(dataset: TensorImageDataset, batch_size: int, *, train: bool, seed: int = 0) -> DataLoader:
+    """Epoch-seeded shuffled loader without the last incomplete batch for training; ordered, complete loader for
+    evaluation.
 
-    ``drop_last`` in training keeps BatchNorm away from size-1 batches (e.g. 1x1 maps in EfficientViT).
+    ``drop_last`` in training keeps BatchNorm away from size-1 batches (e.g. 1x1 maps in EfficientViT). Every
+    loader has a private generator, so creating an iterator never draws from the global RNG that augmentation
+    and dropout use (which would break bit-identical resumption).
     """
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        sampler=EpochShuffleSampler(len(dataset), seed) if train else None,
         drop_last=train and len(dataset) > batch_size,
         collate_fn=_passthrough,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         num_workers=0,
     )

@@ -14,14 +14,21 @@ __all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
 
 
 def build_optimizer(params: list[nn.Parameter] | nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov) or AdamW over the trainable parameters."""
+    """SGD (momentum, optional Nesterov) or AdamW over the trainable parameters, optionally without weight decay
+    on biases and normalisation parameters (``wd_exclude_norm_bias``)."""
     if isinstance(params, nn.Module):
-        params = [p for p in params.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in params.named_parameters() if p.requires_grad]
+    else:
+        named = [(str(i), p) for i, p in enumerate(params)]
+    if cfg.wd_exclude_norm_bias:  # 1-D tensors are biases and normalisation scales/shifts
+        groups = [{"params": [p for _, p in named if p.ndim > 1], "weight_decay": cfg.weight_decay},
+                  {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0}]
+    else:
+        groups = [{"params": [p for _, p in named], "weight_decay": cfg.weight_decay}]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
     raise ConfigError(f"unknown train.optimizer '{cfg.optimizer}' (choose sgd or adamw)")
 
 

@@ -6,9 +6,10 @@ device, precision and distribution work; only the main process writes files.
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import shutil
+import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,22 +17,26 @@ from typing import Any
 
 import timm
 import torch
+import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
+from safetensors.torch import load_file
 
 from .. import __version__
 from ..calibration import fit_temperature
-from ..config import Config, config_to_dict
+from ..config import RESUMABLE_CHANGES, Config, config_to_dict, flatten
 from ..data import BatchTransform, PreparedData, TensorImageDataset, make_loader, prepare_data
-from ..errors import ConfigError
+from ..errors import ConfigError, RunFolderError
 from ..hub import export_timm_folder
 from ..methods import build_stages
 from ..metrics import UndefinedMetricWarning, evaluate_predictions, reliability_diagram
 from ..models import create_model
+from .checkpoint import TrainerState, complete_checkpoints, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .evaluate import predict_logits
 from .loop import train_one_epoch
 from .optim import build_optimizer, build_scheduler
 from .run_folder import check_output_dir, finalize_run_dir, staging_dir, write_json, write_yaml
+from .tracking import JsonlTracker, truncate_log
 
 __all__ = ["RunResult", "train"]
 
@@ -47,18 +52,62 @@ class RunResult:
 
 
 def _validate_before_writing(cfg: Config, overwrite: bool) -> None:
-    check_output_dir(cfg.run_dir, overwrite)
     arch = cfg.model.arch.split(".", 1)[0]
     if not timm.is_model(arch):
-        create_model(cfg.model.arch)  # raises the ValueError with close matches
-    if cfg.train.epochs < 1:
-        raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
-    if cfg.train.batch_size < 1:
-        raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
-    if cfg.train.mixed_precision not in ("no", "fp16", "bf16"):
+        create_model(cfg.model.arch)  # raises the ConfigError with close matches
+    for section in ("train", "stage2"):
+        tc = getattr(cfg, section)
+        if tc.epochs < 1 or tc.batch_size < 1:
+            raise ConfigError(f"{section}.epochs and {section}.batch_size must be >= 1")
+        if tc.select not in ("best_nll", "best_accuracy", "last"):
+            raise ConfigError(f"{section}.select must be best_nll, best_accuracy or last (never by ECE), "
+                              f"got '{tc.select}'")
+    if cfg.train.mixed_precision not in (None, "no", "fp16", "bf16"):
         raise ConfigError(f"train.mixed_precision must be no, fp16 or bf16, got '{cfg.train.mixed_precision}'")
+    if cfg.train.grad_accum_steps < 1:
+        raise ConfigError(f"train.grad_accum_steps must be >= 1, got {cfg.train.grad_accum_steps}")
     if cfg.dataset.rho < 1:
         raise ConfigError(f"dataset.rho must be >= 1 (n_max / n_min), got {cfg.dataset.rho}")
+
+
+def _resume_point(cfg: Config, stage_dir: Path) -> tuple[TrainerState, Path]:
+    """The checkpoint to resume from, after checking that the configuration still describes the same run."""
+    found = latest_checkpoint(stage_dir) if stage_dir.is_dir() else None
+    if found is None:
+        raise RunFolderError(f"nothing to resume: no complete checkpoint in '{stage_dir}'; run without --resume")
+    saved = flatten(yaml.safe_load((stage_dir / "config.yaml").read_text()))
+    now = flatten(config_to_dict(cfg))
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if differ:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ)
+        raise ConfigError(f"cannot resume: the configuration differs from the checkpointed run in {detail} "
+                          f"(only budget/logging keys may change: {', '.join(sorted(RESUMABLE_CHANGES))})")
+    return found
+
+
+def _check_unfinished(stage_dir: Path, overwrite: bool) -> None:
+    if stage_dir.is_dir() and complete_checkpoints(stage_dir) and not overwrite:
+        raise RunFolderError(f"an unfinished run with checkpoints is in '{stage_dir}'; pass --resume to continue "
+                             "it or --overwrite to discard it and start over")
+
+
+def _make_accelerator(cfg: Config, stage_dir: Path) -> Accelerator:
+    trackers = [JsonlTracker(stage_dir / "log.jsonl"), *cfg.train.log_with]
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.train.mixed_precision,
+        gradient_accumulation_steps=cfg.train.grad_accum_steps,
+        log_with=trackers,
+        project_config=ProjectConfiguration(project_dir=str(stage_dir), logging_dir=str(stage_dir / "tracking")),
+        dynamo_backend="inductor" if cfg.train.compile else None,
+    )
+
+
+def _fault_injection(batches: int) -> None:
+    """Test hook: SIGKILL this process after a given number of training batches (REFCAL_ZOO_KILL_AT_BATCH)."""
+    target = os.environ.get("REFCAL_ZOO_KILL_AT_BATCH")
+    if target is not None and int(target) == batches:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _build_model(cfg: Config, data: PreparedData) -> tuple[torch.nn.Module, tuple, tuple]:
@@ -79,63 +128,109 @@ def _build_model(cfg: Config, data: PreparedData) -> tuple[torch.nn.Module, tupl
     return model, mean, std
 
 
-def train(cfg: Config, *, overwrite: bool = False) -> RunResult:
-    """Train, evaluate and write the run folder described by ``cfg`` (see README: run folder)."""
+def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunResult:
+    """Train, evaluate and write the run folder described by ``cfg`` (see README: run folder).
+
+    ``resume=True`` continues the unfinished run of the same configuration from its newest complete checkpoint;
+    the result is bit-identical to an uninterrupted run on the same hardware.
+    """
+    run_dir = cfg.run_dir
+    stage_dir = staging_dir(run_dir)
     _validate_before_writing(cfg, overwrite)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision)
+    if resume:
+        state, ckpt = _resume_point(cfg, stage_dir)
+    else:
+        check_output_dir(run_dir, overwrite)
+        _check_unfinished(stage_dir, overwrite)
+        state, ckpt = TrainerState(), None
+    accelerator = _make_accelerator(cfg, stage_dir)
     set_seed(cfg.train.seed)
     data = prepare_data(cfg.dataset)
     model, mean, std = _build_model(cfg, data)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     stages = build_stages(cfg, len(data.train_labels), sync=accelerator.num_processes > 1)
     for st in stages:
         BatchTransform(mean, std, augment=st.augment)  # validates augmentation names before anything is written
 
     train_set = TensorImageDataset(data.train_images, data.train_labels)
-    val_loader = make_loader(TensorImageDataset(data.val_images, data.val_labels), cfg.train.eval_batch_size,
-                             train=False)
-    test_loader = make_loader(TensorImageDataset(data.test_images, data.test_labels), cfg.train.eval_batch_size,
-                              train=False)
-    val_loader, test_loader = accelerator.prepare(val_loader, test_loader)
-    eval_tf = BatchTransform(mean, std, augment="none")
-
-    run_dir = cfg.run_dir
-    stage_dir = staging_dir(run_dir)
+    val_loader, test_loader = accelerator.prepare(
+        make_loader(TensorImageDataset(data.val_images, data.val_labels), cfg.train.eval_batch_size, train=False),
+        make_loader(TensorImageDataset(data.test_images, data.test_labels), cfg.train.eval_batch_size, train=False),
+    )
+    eval_tf = BatchTransform(mean, std, augment="none", channels_last=cfg.train.channels_last)
     if accelerator.is_main_process:
-        if stage_dir.exists():
-            accelerator.print(f"note: removing the unfinished staging folder {stage_dir} of an earlier run")
-            shutil.rmtree(stage_dir)
-        stage_dir.mkdir(parents=True)
+        if not resume:
+            if stage_dir.exists():
+                shutil.rmtree(stage_dir)
+            stage_dir.mkdir(parents=True)
+            write_json(stage_dir / "lt_indices.json", data.lt_record())
+        else:
+            done_before = (state.stage, state.epoch)  # epochs finished before the checkpoint keep their records
+            truncate_log(stage_dir / "log.jsonl", lambda r: (r["stage_index"], r["epoch"]) <= done_before)
         write_yaml(stage_dir / "config.yaml", config_to_dict(cfg))
-        write_json(stage_dir / "lt_indices.json", data.lt_record())
+    accelerator.wait_for_everyone()
+    accelerator.init_trackers(cfg.name, config=_tracker_config(cfg))
     plan = " then ".join(f"{st.name} ({st.train.epochs} epochs)" for st in stages)
     accelerator.print(
         f"{cfg.name}: {cfg.model.arch} on {cfg.dataset.path} (rho={cfg.dataset.rho:g}) | train {len(data.train_labels)}"
         f" / val {len(data.val_labels)} / test {len(data.test_labels)} images, {data.num_classes} classes | "
         f"method {cfg.method.name} ({cfg.method.base_loss}): {plan} | device {accelerator.device}"
-        f" x{accelerator.num_processes}"
+        f" x{accelerator.num_processes}" + (f" | resuming from {ckpt.name}" if ckpt else "")
     )
 
-    train_seconds, train_images = 0.0, 0
-    log_path = stage_dir / "log.jsonl"
-    val_logits = val_labels = None
+    select = cfg.train.select
+    epochs_before = 0
     for index, st in enumerate(stages):
         method = st.method.to(accelerator.device)
+        if index < state.stage:  # finished before the checkpoint: rebuild the structure only
+            model = method.unwrap(method.wrap(model))
+            epochs_before += st.train.epochs
+            continue
+        accelerator.free_memory()  # checkpoints of this stage hold this stage's model and optimizer only
         module = method.wrap(model)
-        train_loader = make_loader(train_set, st.train.batch_size, train=True,
-                                   generator=torch.Generator().manual_seed(cfg.train.seed + index))
+        raw_loader = make_loader(train_set, st.train.batch_size, train=True, seed=cfg.train.seed + index)
         optimizer = build_optimizer(module, st.train)
-        module, optimizer, train_loader = accelerator.prepare(module, optimizer, train_loader)
-        scheduler = build_scheduler(optimizer, len(train_loader), st.train)
-        train_tf = BatchTransform(mean, std, augment=st.augment)
+        module, optimizer, train_loader = accelerator.prepare(module, optimizer, raw_loader)
+        scheduler = build_scheduler(optimizer, math.ceil(len(train_loader) / cfg.train.grad_accum_steps), st.train)
+        train_tf = BatchTransform(mean, std, augment=st.augment, channels_last=cfg.train.channels_last)
+        start_batch, start_sums = 0, None
+        if ckpt is not None and index == state.stage:
+            method.load_state_dict(restore_checkpoint(accelerator, ckpt))
+            scheduler.load_state_dict(state.scheduler)
+            start_batch, start_sums = state.step_in_epoch, state.epoch_sums or None
+        else:
+            state.epoch, state.step_in_epoch, state.best_score, state.best_epoch = 0, 0, None, None
         prefix = f"{st.name} " if len(stages) > 1 else ""
-        for epoch in range(st.train.epochs):
+
+        def checkpoint(epoch: int, batches: int, sums: dict[str, float] | None, index=index, method=method,
+                       scheduler=scheduler) -> None:
+            state.stage, state.epoch, state.step_in_epoch = index, epoch, batches
+            state.scheduler, state.epoch_sums = scheduler.state_dict(), sums or {}
+            save_checkpoint(accelerator, stage_dir, state, method.state_dict(), keep=cfg.train.keep_checkpoints)
+
+        for epoch in range(state.epoch, st.train.epochs):
             method.start_epoch(epoch)
-            stats = train_one_epoch(module, train_loader, method, optimizer, scheduler, train_tf, accelerator,
-                                    grad_clip_norm=st.train.grad_clip_norm,
+            loader = accelerator.skip_first_batches(train_loader, start_batch) if start_batch else train_loader
+            loader.set_epoch(epoch)  # the permutation of this epoch (Accelerate also passes it to our sampler)
+
+            n_batches = len(train_loader)
+
+            def on_batch_end(done: int, snapshot, epoch=epoch, n_batches=n_batches, checkpoint=checkpoint) -> None:
+                state.global_step += 1
+                _fault_injection(state.global_step)
+                every = cfg.train.checkpoint_every_steps
+                if every and state.global_step % every == 0 and done < n_batches:
+                    checkpoint(epoch, done, snapshot())
+
+            stats = train_one_epoch(module, loader, method, optimizer, scheduler, train_tf, accelerator,
+                                    grad_clip_norm=st.train.grad_clip_norm, start_batch=start_batch,
+                                    start_sums=start_sums, on_batch_end=on_batch_end,
                                     desc=f"{prefix}epoch {epoch + 1}/{st.train.epochs}")
-            train_seconds += stats.seconds
-            train_images += stats.images * accelerator.num_processes
-            record = {"stage": st.name, "epoch": epoch + 1, "train_loss": stats.loss}
+            start_batch, start_sums = 0, None
+            state.train_seconds += stats.seconds
+            state.train_images += stats.images * accelerator.num_processes
+            record = {"stage": st.name, "stage_index": index, "epoch": epoch + 1, "train_loss": stats.loss}
             if method.trains_classifier:
                 record["train_accuracy"] = stats.accuracy
             record.update({f"train_{k}": v for k, v in stats.extras.items()})
@@ -144,36 +239,65 @@ def train(cfg: Config, *, overwrite: bool = False) -> RunResult:
                 record["val_accuracy"] = (val_logits.argmax(1) == val_labels).float().mean().item()
                 record["val_nll"] = torch.nn.functional.cross_entropy(val_logits, val_labels).item()
                 record.update(method.end_epoch(val_logits.to(accelerator.device), val_labels.to(accelerator.device)))
+                score = record["val_nll"] if select == "best_nll" else -record["val_accuracy"]
+                if select != "last" and (state.best_score is None or score < state.best_score):
+                    state.best_score, state.best_epoch = score, epoch + 1
+                    if accelerator.is_main_process:
+                        _export(method.classifier_of(accelerator.unwrap_model(module)), stage_dir / "best", data)
+                    record["selected"] = True
             else:
                 record.update(method.end_epoch(None, None))
             record["lr"] = optimizer.param_groups[0]["lr"]
-            record["images_per_second"] = stats.images * accelerator.num_processes / stats.seconds
-            if accelerator.is_main_process:
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+            record["images_per_second"] = stats.images * accelerator.num_processes / max(stats.seconds, 1e-9)
+            accelerator.log(record, step=epochs_before + epoch + 1)
             accelerator.print(_epoch_line(prefix, epoch, st.train.epochs, record))
+            every = cfg.train.checkpoint_every_epochs
+            if every and ((epoch + 1) % every == 0 or epoch + 1 == st.train.epochs):
+                checkpoint(epoch + 1, 0, None)
         model = method.unwrap(accelerator.unwrap_model(module))
+        epochs_before += st.train.epochs
+        state.stage, state.epoch = index + 1, 0
 
-    # val_logits: the final model's, from the last epoch's evaluation
+    if accelerator.is_main_process:
+        _export(model, stage_dir / "last", data)
+    accelerator.wait_for_everyone()
+    if select != "last" and (stage_dir / "best" / "model.safetensors").is_file():
+        model.load_state_dict(load_file(str(stage_dir / "best" / "model.safetensors"), device=str(accelerator.device)))
+    val_logits, val_labels = predict_logits(model, val_loader, eval_tf, accelerator)
     test_logits, test_labels = predict_logits(model, test_loader, eval_tf, accelerator)
     temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
     metrics = _evaluate(test_logits, test_labels, data, temperature)
-    images_per_second = train_images / train_seconds if train_seconds > 0 else math.nan
+    images_per_second = state.train_images / state.train_seconds if state.train_seconds > 0 else math.nan
     if accelerator.is_main_process:
-        classifier = model
-        refcal_block = _refcal_block(cfg, data, metrics, images_per_second, train_seconds)
+        refcal_block = _refcal_block(cfg, data, metrics, images_per_second, state.train_seconds)
         refcal_block["temperature"] = temperature
-        export_timm_folder(classifier.cpu(), stage_dir, label_names=data.class_names, refcal=refcal_block)
+        refcal_block["selection"] = {"rule": select, "epoch": state.best_epoch if select != "last" else None}
+        export_timm_folder(model, stage_dir, label_names=data.class_names, refcal=refcal_block)
         _write_diagrams(stage_dir, cfg, test_logits, test_labels, temperature)
         if temperature is not None:
             write_json(stage_dir / "temperature.json", {
                 "temperature": temperature, "method": cfg.calibration.temperature_scaling,
                 "fitted_on": "validation", "n": len(val_labels)})
+        shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the run is complete: resumption state goes
         write_json(stage_dir / "metrics.json", _json_ready(metrics))  # written last: marks the run as finished
         finalize_run_dir(stage_dir, run_dir)
         _print_table(accelerator, cfg, metrics, run_dir, temperature)
+    accelerator.end_training()
     accelerator.wait_for_everyone()
-    return RunResult(run_dir, metrics, train_seconds, images_per_second)
+    return RunResult(run_dir, metrics, state.train_seconds, images_per_second)
+
+
+def _export(model: torch.nn.Module, folder: Path, data: PreparedData) -> None:
+    export_timm_folder(model, folder, label_names=data.class_names, refcal={"data_sha256": data.split.record()[
+        "train_sha256"]})
+
+
+def _tracker_config(cfg: Config) -> dict[str, Any]:
+    """The flat configuration with values every tracker accepts (numbers, strings, booleans)."""
+    out = {}
+    for k, v in flatten(config_to_dict(cfg)).items():
+        out[k] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
 
 
 def _fit_temperature(cfg: Config, val_logits: torch.Tensor, val_labels: torch.Tensor) -> float | None:

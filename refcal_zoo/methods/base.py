@@ -66,11 +66,27 @@ class Method:
 
     name = "method"
     trains_classifier = True
+    criterion: Criterion | None = None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors of the method's own state (e.g. CRL history, AdaFocal gammas) for checkpoints."""
+        if self.criterion is None:
+            return {}
+        return {f"criterion.{k}": v for k, v in self.criterion.loss.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if self.criterion is not None:
+            own = {k[len("criterion."):]: v for k, v in state.items() if k.startswith("criterion.")}
+            self.criterion.loss.load_state_dict(own)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return model
 
     def unwrap(self, module: nn.Module) -> nn.Module:
+        return self.classifier_of(module)
+
+    def classifier_of(self, module: nn.Module) -> nn.Module:
+        """The classifier inside ``module``, without changing anything (e.g. for saving the best epoch)."""
         return module
 
     def to(self, device: torch.device) -> Method:

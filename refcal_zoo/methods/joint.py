@@ -38,7 +38,7 @@ class RefCalJoint(Method):
     def wrap(self, model: nn.Module) -> nn.Module:
         return ContrastiveClassifier(model, self.proj_dim, self.proj_hidden_dim)
 
-    def unwrap(self, module: nn.Module) -> nn.Module:
+    def classifier_of(self, module: nn.Module) -> nn.Module:
         return module.backbone
 
     def to(self, device: torch.device) -> RefCalJoint:

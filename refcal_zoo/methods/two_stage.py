@@ -33,6 +33,9 @@ class SupConPretrain(Method):
         model.get_classifier().requires_grad_(False)  # stage 1 trains the encoder and the projection head only
         return ContrastiveClassifier(model, self.proj_dim, self.proj_hidden_dim)
 
+    def classifier_of(self, module: nn.Module) -> nn.Module:
+        return module.backbone
+
     def unwrap(self, module: nn.Module) -> nn.Module:
         backbone = module.backbone
         backbone.get_classifier().requires_grad_(True)
@@ -80,6 +83,9 @@ class LinearProbe(Method):
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return FrozenEncoderClassifier(model)
+
+    def classifier_of(self, module: nn.Module) -> nn.Module:
+        return module.model
 
     def unwrap(self, module: nn.Module) -> nn.Module:
         model = module.model

@@ -1,0 +1,59 @@
+"""Experiment tracking through Accelerate's tracker API, plus a JSON-lines tracker that always runs.
+
+Every run folder gets ``log.jsonl`` (one record per epoch); ``train.log_with`` adds Accelerate's own trackers
+(e.g. ``tensorboard``, written under ``<run>/tracking/``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from accelerate.tracking import GeneralTracker, on_main_process
+
+__all__ = ["JsonlTracker", "truncate_log"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _plain(value.item())
+    return value
+
+
+class JsonlTracker(GeneralTracker):
+    """Appends ``{"step": step, **values}`` as one JSON line per ``accelerator.log`` call."""
+
+    name = "jsonl"
+    requires_logging_directory = False
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    @property
+    def tracker(self):
+        return self.path
+
+    @on_main_process
+    def store_init_configuration(self, values: dict) -> None:
+        pass  # the resolved configuration is config.yaml
+
+    @on_main_process
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        record = {"step": step, **{k: _plain(v) for k, v in values.items()}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def truncate_log(path: Path, keep) -> None:
+    """Keep only the records for which ``keep(record)`` is true (used when resuming from a checkpoint)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if keep(json.loads(line))]
+    path.write_text("".join(line + "\n" for line in kept))
