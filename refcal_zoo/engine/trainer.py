@@ -149,7 +149,7 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
     model, mean, std = _build_model(cfg, data)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    stages = build_stages(cfg, len(data.train_labels), sync=accelerator.num_processes > 1)
+    stages = build_stages(cfg, len(data.train_labels), world_size=accelerator.num_processes)
     for st in stages:
         BatchTransform(mean, std, augment=st.augment)  # validates augmentation names before anything is written
 
@@ -262,13 +262,14 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
         _export(model, stage_dir / "last", data)
     accelerator.wait_for_everyone()
     if select != "last" and (stage_dir / "best" / "model.safetensors").is_file():
-        model.load_state_dict(load_file(str(stage_dir / "best" / "model.safetensors"), device=str(accelerator.device)))
+        model.load_state_dict(load_file(str(stage_dir / "best" / "model.safetensors")))  # copied to the device
     val_logits, val_labels = predict_logits(model, val_loader, eval_tf, accelerator)
     test_logits, test_labels = predict_logits(model, test_loader, eval_tf, accelerator)
-    temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
-    metrics = _evaluate(test_logits, test_labels, data, temperature)
     images_per_second = state.train_images / state.train_seconds if state.train_seconds > 0 else math.nan
-    if accelerator.is_main_process:
+    metrics: dict[str, Any] = {}
+    if accelerator.is_main_process:  # every process holds all logits (gathered); one evaluates and writes
+        temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
+        metrics = _evaluate(test_logits, test_labels, data, temperature)
         refcal_block = _refcal_block(cfg, data, metrics, images_per_second, state.train_seconds)
         refcal_block["temperature"] = temperature
         refcal_block["selection"] = {"rule": select, "epoch": state.best_epoch if select != "last" else None}
@@ -282,8 +283,8 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
         write_json(stage_dir / "metrics.json", _json_ready(metrics))  # written last: marks the run as finished
         finalize_run_dir(stage_dir, run_dir)
         _print_table(accelerator, cfg, metrics, run_dir, temperature)
-    accelerator.end_training()
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     return RunResult(run_dir, metrics, state.train_seconds, images_per_second)
 
 

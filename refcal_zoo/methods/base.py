@@ -131,8 +131,12 @@ def build_base_loss(name: str, args: dict[str, Any], num_train: int) -> nn.Modul
         raise ConfigError(f"method.base_loss / method.loss_args: {exc}") from None
 
 
-def build_stages(cfg: Config, num_train: int, *, sync: bool = False) -> list[Stage]:
-    """The stages of ``cfg.method``: plain and refcal_joint train in one stage, refcal in two."""
+def build_stages(cfg: Config, num_train: int, *, world_size: int = 1) -> list[Stage]:
+    """The stages of ``cfg.method``: plain and refcal_joint train in one stage, refcal in two.
+
+    With ``world_size > 1`` (several processes) CRL's history is synchronised across ranks every step and SupCon
+    is computed over the global batch (features gathered from every rank)."""
+    sync = world_size > 1
     from .joint import RefCalJoint
     from .plain import Plain
     from .two_stage import LinearProbe, SupConPretrain
@@ -142,11 +146,11 @@ def build_stages(cfg: Config, num_train: int, *, sync: bool = False) -> list[Sta
     if m.name == "plain":
         return [Stage("train", Plain(criterion), cfg.train, cfg.train.augment)]
     if m.name == "refcal_joint":
-        method = RefCalJoint(criterion, m.supcon, cfg.model.proj_dim, cfg.model.proj_hidden_dim)
+        method = RefCalJoint(criterion, m.supcon, cfg.model.proj_dim, cfg.model.proj_hidden_dim, world_size)
         return [Stage("train", method, cfg.train, cfg.train.augment)]
     if m.name == "refcal":
         return [
-            Stage("contrastive", SupConPretrain(m.supcon, cfg.model.proj_dim, cfg.model.proj_hidden_dim),
+            Stage("contrastive", SupConPretrain(m.supcon, cfg.model.proj_dim, cfg.model.proj_hidden_dim, world_size),
                   cfg.train, m.supcon.augment),
             Stage("classifier", LinearProbe(criterion), cfg.stage2, cfg.stage2.augment),
         ]

@@ -4,7 +4,8 @@ This is the single-stage objective the RefCal abstract describes (the official c
 ``two_stage.py``). With ``views=2`` each image is augmented twice, the classification loss sees both views and
 SupCon uses the other view of every image as a positive, so every anchor has one; with ``views=1`` only other
 same-class images in the batch are positives and anchors without one are left out of the SupCon mean.
-``weight_warmup_epochs`` ramps lambda linearly from 0. SupCon and the refinement loss are logged.
+``weight_warmup_epochs`` ramps lambda linearly from 0. SupCon and the refinement loss are logged. Under several
+processes SupCon is computed over the global batch (projections gathered from every rank).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ class RefCalJoint(Method):
     name = "refcal_joint"
 
     def __init__(self, criterion: Criterion, supcon: SupConConfig, proj_dim: int = 128,
-                 proj_hidden_dim: int | None = None) -> None:
+                 proj_hidden_dim: int | None = None, world_size: int = 1) -> None:
         if supcon.views not in (1, 2):
             raise ConfigError(f"method.supcon.views must be 1 or 2, got {supcon.views}")
         self.criterion = criterion
-        self.supcon = SupConLoss(supcon.temperature, supcon.base_temperature)
+        # several processes: SupCon over the global batch; each rank back-propagates into its own shard, so the
+        # term is scaled by the world size to undo DDP's gradient averaging (see SupConLoss)
+        self.supcon = SupConLoss(supcon.temperature, supcon.base_temperature, gather=world_size > 1)
+        self.world_size = world_size
         self.full_weight = float(supcon.weight)
         self.warmup = float(supcon.weight_warmup_epochs)
         self.weight = self.full_weight if self.warmup <= 0 else 0.0
@@ -62,7 +66,7 @@ class RefCalJoint(Method):
             ref = refinement_loss(feats, y)
         logs = {"base_loss": base.detach(), "supcon": con.detach(), "refinement": ref,
                 "supcon_weight": torch.tensor(self.weight)}
-        return base + self.weight * con, logits, labels, logs
+        return base + self.weight * self.world_size * con, logits, labels, logs
 
     def after_step(self, batch, logits, labels) -> None:
         b = batch["label"].shape[0]  # one prediction per image and step: the first view's

@@ -24,8 +24,11 @@ class SupConPretrain(Method):
     name = "refcal:contrastive"
     trains_classifier = False
 
-    def __init__(self, supcon: SupConConfig, proj_dim: int = 128, proj_hidden_dim: int | None = None) -> None:
-        self.supcon = SupConLoss(supcon.temperature, supcon.base_temperature)
+    def __init__(self, supcon: SupConConfig, proj_dim: int = 128, proj_hidden_dim: int | None = None,
+                 world_size: int = 1) -> None:
+        # several processes: the global batch's SupCon, scaled by the world size (see RefCalJoint)
+        self.supcon = SupConLoss(supcon.temperature, supcon.base_temperature, gather=world_size > 1)
+        self.world_size = world_size
         self.proj_dim = proj_dim
         self.proj_hidden_dim = proj_hidden_dim
 
@@ -49,7 +52,7 @@ class SupConPretrain(Method):
         con = self.supcon(feats, y)
         with torch.no_grad():
             ref = refinement_loss(feats, y)
-        return con, None, None, {"supcon": con.detach(), "refinement": ref}
+        return con * self.world_size, None, None, {"supcon": con.detach(), "refinement": ref}
 
 
 class FrozenEncoderClassifier(nn.Module):

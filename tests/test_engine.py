@@ -1,0 +1,189 @@
+"""Engine at full fidelity: SIGKILL + resume is bit-identical, corrupt checkpoints are skipped, resumption refuses
+a changed configuration, 2-process runs count every test sample once, gradient accumulation, bf16 on CPU,
+trackers, model selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from refcal_zoo.config import TrainConfig, load_config
+from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
+from refcal_zoo.engine import build_optimizer, train, train_one_epoch
+from refcal_zoo.errors import ConfigError, RunFolderError
+from refcal_zoo.losses import build_loss
+from refcal_zoo.methods import Criterion, Plain
+
+from .conftest import REPO
+
+TRAIN_PY = REPO / "recipes" / "train.py"
+DEFAULT = REPO / "recipes" / "configs" / "default.yaml"
+# digits-LT: 421 training images, batch 32 -> 13 batches per epoch; checkpoints every 5 batches and every epoch
+RUN = ["train.epochs=2", "train.checkpoint_every_steps=5"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    yield
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def run_in_process(out, *extra, overwrite=False, resume=False):
+    cfg = load_config(DEFAULT, [*RUN, *extra, f"output_dir={out}"])
+    return train(cfg, overwrite=overwrite, resume=resume)
+
+
+def run_killed_at(out, batch: int) -> None:
+    """Start the recipe in a subprocess that SIGKILLs itself after ``batch`` training batches."""
+    env = dict(os.environ, REFCAL_ZOO_KILL_AT_BATCH=str(batch))
+    proc = subprocess.run([sys.executable, str(TRAIN_PY), *RUN, f"output_dir={out}"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not (out / "metrics.json").exists()
+
+
+def log_records(run_dir):
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    for r in records:
+        r.pop("images_per_second")
+    return records
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engine") / "reference"
+    run_in_process(out)
+    yield out
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def assert_same_run(a, b):
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
+    assert (a / "temperature.json").read_text() == (b / "temperature.json").read_text()
+    assert log_records(a) == log_records(b)
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference_run, tmp_path):
+    out = tmp_path / "killed"
+    run_killed_at(out, 17)  # batch 4 of epoch 2; newest checkpoint: step_15 (mid-epoch)
+    stage = out.with_name("killed.incomplete")
+    assert sorted(p.name for p in (stage / "checkpoints").iterdir()) == ["step_13", "step_15"]
+    with pytest.raises(RunFolderError, match="pass --resume"):
+        run_in_process(out)  # an unfinished run is never silently discarded
+    run_in_process(out, resume=True)
+    assert_same_run(reference_run, out)
+    assert not stage.exists() and not (out / "checkpoints").exists()
+
+
+def test_corrupt_checkpoint_is_skipped(reference_run, tmp_path):
+    out = tmp_path / "corrupt"
+    run_killed_at(out, 17)
+    ckpts = out.with_name("corrupt.incomplete") / "checkpoints"
+    newest = ckpts / "step_15" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated weights
+    (ckpts / ".tmp-step_16").mkdir()  # a checkpoint whose save was interrupted
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint .*step_15"):
+        run_in_process(out, resume=True)  # falls back to step_13 (end of epoch 1)
+    assert_same_run(reference_run, out)
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path):
+    out = tmp_path / "changed"
+    run_killed_at(out, 6)
+    with pytest.raises(ConfigError, match=r"method\.supcon\.weight: 0\.5 -> 0\.3, train\.lr: 0\.05 -> 0\.2"):
+        run_in_process(out, "train.lr=0.2", "method.supcon.weight=0.3", resume=True)
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        run_in_process(tmp_path / "never_started", resume=True)
+
+
+def test_two_processes_count_every_test_sample_once(tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         str(TRAIN_PY), "train.epochs=1", f"output_dir={out}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x2" in proc.stdout  # the recipe saw two processes
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 500  # digits test split: every sample exactly once, no padding duplicates
+    assert json.loads((out / "temperature.json").read_text())["n"] == 200  # validation likewise
+
+
+class TinyNet(nn.Module):
+    """No BatchNorm, so a 128-batch and two accumulated 64-batches compute the same gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=4)
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def one_update(accum: int, batch: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (128, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 5, (128,), generator=g)
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=accum)
+    model = TinyNet()
+    opt = build_optimizer(model, TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4))
+    loader = make_loader(TensorImageDataset(images, labels), batch, train=True, seed=0)
+    model, opt, loader = accelerator.prepare(model, opt, loader)
+    train_one_epoch(model, loader, Plain(Criterion(build_loss("ce"))), opt, None,
+                    BatchTransform([0.5] * 3, [0.25] * 3), accelerator)
+    state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    return state
+
+
+def test_gradient_accumulation_matches_the_large_batch():
+    big = one_update(accum=1, batch=128)
+    accumulated = one_update(accum=2, batch=64)
+    start = TinyNet()
+    torch.manual_seed(0)
+    start = TinyNet().state_dict()
+    for k in big:
+        assert not torch.equal(big[k], start[k])  # an update happened
+        torch.testing.assert_close(accumulated[k], big[k], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_on_cpu_and_tensorboard_and_selection(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard not installed")
+    out = tmp_path / "bf16"
+    cfg = load_config(DEFAULT, ["train.epochs=2", "train.mixed_precision=bf16", "train.log_with=[tensorboard]",
+                                "train.select=best_accuracy", f"output_dir={out}"])
+    result = train(cfg)
+    assert all(v == v for k, v in result.metrics.items() if k in ("accuracy", "nll"))  # finite, not nan
+    assert list((out / "tracking").rglob("events.out.tfevents*"))
+    assert (out / "best" / "model.safetensors").is_file() and (out / "last" / "model.safetensors").is_file()
+    block = json.loads((out / "config.json").read_text())["refcal"]
+    log = log_records(out)
+    best_epoch = max(log, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
+    assert block["selection"] == {"rule": "best_accuracy", "epoch": best_epoch}
+    selected = [r["epoch"] for r in log if r.get("selected")]
+    assert selected[-1] == best_epoch
+    shutil.rmtree(out)
