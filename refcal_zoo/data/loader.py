@@ -29,7 +29,7 @@ class TensorImageDataset(Dataset):
         return {"image": self.images[i], "label": self.labels[i], "index": torch.tensor(i)}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
         return {"image": self.images[idx], "label": self.labels[idx], "index": idx}
 
 

@@ -153,7 +153,10 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
     for st in stages:
         BatchTransform(mean, std, augment=st.augment)  # validates augmentation names before anything is written
 
-    train_set = TensorImageDataset(data.train_images, data.train_labels)
+    # data stays uint8; on a GPU the whole (small) training set lives on the device and batches are gathered there
+    on_gpu = accelerator.device.type == "cuda"
+    train_set = TensorImageDataset(*(t.to(accelerator.device) if on_gpu else t
+                                     for t in (data.train_images, data.train_labels)))
     val_loader, test_loader = accelerator.prepare(
         make_loader(TensorImageDataset(data.val_images, data.val_labels), cfg.train.eval_batch_size, train=False),
         make_loader(TensorImageDataset(data.test_images, data.test_labels), cfg.train.eval_batch_size, train=False),
