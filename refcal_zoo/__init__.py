@@ -10,4 +10,16 @@ from .models import create_model
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__", "create_model"]
+from .hub import ZooModel, load, predict_proba, push_to_hub, save_pretrained  # noqa: E402
+from .zoo import list_models  # noqa: E402
+
+__all__ = [
+    "ZooModel",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load",
+    "predict_proba",
+    "push_to_hub",
+    "save_pretrained",
+]

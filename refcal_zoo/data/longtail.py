@@ -83,7 +83,8 @@ def make_longtail_split(
     shuffled order. When a class has fewer unused images than ``val_per_class`` (the head class, whenever
     ``n_max`` equals its size, as for CIFAR), the shortfall is moved out of that class's LT selection (its
     last-drawn images), so validation stays balanced and disjoint from training; ``moved_to_val`` records it.
-    With ``val_per_class=0`` the subset is exactly the published one.
+    With ``val_per_class=0`` the subset is exactly the published one. ``rho=1`` without ``n_max`` keeps every
+    image in file order (e.g. a dataset exported with ``refcal-zoo dataset export`` is already long-tailed).
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0:
@@ -95,8 +96,9 @@ def make_longtail_split(
     if min(sizes) == 0:
         empty = [k for k, s in enumerate(sizes) if s == 0]
         raise DataError(f"classes {empty} have no training images; cannot build a long-tailed subset")
-    n_max = int(n_max) if n_max is not None else min(sizes)
-    counts = longtail_counts(n_max, num_classes, rho)
+    keep_all = rho == 1 and n_max is None  # rho=1 without n_max: every image, in file order (no subsampling)
+    n_max = int(n_max) if n_max is not None else (max(sizes) if keep_all else min(sizes))
+    counts = list(sizes) if keep_all else longtail_counts(n_max, num_classes, rho)
     short = [(k, sizes[k], counts[k]) for k in range(num_classes) if sizes[k] < counts[k]]
     if short:
         k, have, need = short[0]
@@ -109,7 +111,8 @@ def make_longtail_split(
     train, val, moved = [], [], {}
     for k in range(num_classes):
         idx = class_idx[k].copy()
-        rs.shuffle(idx)
+        if not keep_all:
+            rs.shuffle(idx)
         chosen, rest = idx[: counts[k]], idx[counts[k]:]
         take = rest[:val_per_class]
         missing = val_per_class - len(take)

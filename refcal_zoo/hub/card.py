@@ -1,0 +1,536 @@
+"""Model cards: huggingface_hub ``ModelCard`` with a ``model-index`` of ``EvalResult``s and a practitioner's body.
+
+Every number in a card comes from the folder it describes (``metrics.json``, ``config.json``'s ``refcal`` block,
+``config.yaml``/``train_config.yaml``, ``lt_indices.json``, ``temperature.json``); nothing is typed by hand.
+Raw metrics have ``metric_config: raw``; after temperature scaling ``metric_config: temperature_scaled`` (the
+``ts/<key>`` of ``metrics.json``). :func:`card_metrics` reads them back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .errors import PublishError
+
+__all__ = ["CARD_METRICS", "FolderRecord", "build_model_card", "card_metrics", "read_folder"]
+
+#: Metrics reported in the model-index, raw and after temperature scaling.
+CARD_METRICS = ("accuracy", "auroc_misclassification", "auroc_ovo", "ece", "sce", "ace", "smece", "nll", "brier",
+                "aurc")
+_BINNED = {"ece", "sce", "ace", "mce", "ece_equal_mass"}
+METRIC_NAMES = {
+    "accuracy": "Top-1 accuracy",
+    "auroc_misclassification": "Misclassification AUROC (max-prob, correct vs wrong)",
+    "auroc_ovo": "Macro one-vs-one AUROC",
+    "ece": "Expected calibration error",
+    "sce": "Static (classwise) calibration error",
+    "ace": "Adaptive calibration error",
+    "smece": "Smooth ECE",
+    "nll": "Negative log-likelihood",
+    "brier": "Brier score",
+    "aurc": "Area under the risk-coverage curve",
+}
+TAGS = ["image-classification", "calibration", "long-tail", "timm", "safetensors", "refcal"]
+DATASET_NAMES = {"uoft-cs/cifar10": "CIFAR-10", "uoft-cs/cifar100": "CIFAR-100", "cifar10": "CIFAR-10",
+                 "cifar100": "CIFAR-100", "digits": "digits", "sklearn:digits": "digits"}
+_HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PAPER = "Hebbalaguppe et al., Enhancing Deep Neural Network Reliability with Refinement and Calibration (2026)"
+PAPER_URL = "https://arxiv.org/abs/2605.23249"
+
+
+def _n_bins() -> int:
+    from ..metrics import evaluate_predictions
+
+    return int(inspect.signature(evaluate_predictions).parameters["n_bins"].default)
+
+
+@dataclass
+class FolderRecord:
+    """What a run folder or a published folder says about its model."""
+
+    folder: Path
+    config: dict[str, Any]
+    refcal: dict[str, Any]
+    metrics: dict[str, Any] | None
+    train_config: dict[str, Any] | None
+    lt: dict[str, Any] | None
+    temperature: dict[str, Any] | None
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.refcal.get("name") or (self.train_config or {}).get("name") or self.folder.name)
+
+    def figure(self, name: str) -> str | None:
+        return name if (self.folder / name).is_file() else None
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PublishError(f"'{path}' is not valid JSON ({exc})") from None
+
+
+def read_folder(folder: str | Path) -> FolderRecord:
+    """Read a run folder (``config.yaml``, ``log.jsonl``) or a published folder (``train_config.yaml``, ...)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PublishError(f"'{folder}' is not a folder; give a run folder (runs/<name>) or a published folder")
+    config = _json(folder / "config.json")
+    if not isinstance(config, dict):
+        raise PublishError(f"'{folder}' has no config.json; give a finished run folder (runs/<name>) or a "
+                           "published folder")
+    refcal = config.get("refcal") if isinstance(config.get("refcal"), dict) else {}
+    train_config = None
+    for candidate in ("train_config.yaml", "config.yaml"):
+        if (folder / candidate).is_file():
+            train_config = yaml.safe_load((folder / candidate).read_text())
+            break
+    log: list[dict[str, Any]] = []
+    for candidate in ("train_log.jsonl", "log.jsonl"):
+        if (folder / candidate).is_file():
+            log = [json.loads(line) for line in (folder / candidate).read_text().splitlines() if line.strip()]
+            break
+    return FolderRecord(folder, config, refcal, _json(folder / "metrics.json"), train_config,
+                        _json(folder / "lt_indices.json"), _json(folder / "temperature.json"), log)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:.{digits}f}"
+
+
+def _dataset_base(path: str | None) -> str:
+    if not path:
+        return "unknown dataset"
+    return DATASET_NAMES.get(path, DATASET_NAMES.get(Path(path).name, Path(path).name or path))
+
+
+def _dataset_title(ds: dict[str, Any]) -> str:
+    base = _dataset_base(ds.get("path"))
+    rho = ds.get("rho")
+    if isinstance(rho, (int, float)) and rho > 1:
+        return f"{base}-LT (rho={rho:g})"
+    return base
+
+
+def _hub_dataset_id(path: str | None) -> str | None:
+    if path and _HUB_DATASET.match(path) and not Path(path).exists():
+        return path
+    return None
+
+
+def _param_count(folder: Path) -> int | None:
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return None
+    from .checks import check_safetensors
+
+    header = check_safetensors(weights)
+    total = 0
+    for key, meta in header.items():
+        if key == "__metadata__" or "running_" in key or key.endswith("num_batches_tracked"):
+            continue
+        n = 1
+        for s in meta["shape"]:
+            n *= int(s)
+        total += n
+    return total
+
+
+def _images_per_epoch(n: int, batch_size: int | None) -> int:
+    if not batch_size or n <= batch_size:
+        return n
+    return (n // batch_size) * batch_size  # the training loader drops the last incomplete batch
+
+
+def _eval_results(rec: FolderRecord, n_bins: int) -> list[EvalResult]:
+    metrics = rec.metrics or {}
+    ds = rec.refcal.get("dataset") or {}
+    temperature = rec.refcal.get("temperature")
+    results = []
+    for prefix, config in (("", "raw"), ("ts/", "temperature_scaled")):
+        for key in CARD_METRICS:
+            value = metrics.get(prefix + key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                continue
+            args: dict[str, Any] = {}
+            if key in _BINNED:
+                args["num_bins"] = n_bins
+                args["binning"] = "equal-width (lo, hi], confidence 1.0 in the last bin" if key in ("ece", "sce") \
+                    else "equal-count"
+            name = METRIC_NAMES[key]
+            if prefix:
+                name += f" after temperature scaling (T={temperature:.4f})" if isinstance(temperature, float) \
+                    else " after temperature scaling"
+                args["temperature"] = temperature
+            results.append(EvalResult(
+                task_type="image-classification",
+                task_name="Image Classification",
+                dataset_type=_hub_dataset_id(ds.get("path")) or str(ds.get("path") or "unknown"),
+                dataset_name=_dataset_title(ds),
+                dataset_config=ds.get("config"),
+                dataset_split=ds.get("test_split") or "test",
+                dataset_args={"rho": ds.get("rho"), "lt_seed": ds.get("lt_seed"),
+                              "train_indices_sha256": ds.get("train_sha256")},
+                metric_type=key,
+                metric_value=float(value),
+                metric_name=name,
+                metric_config=config,
+                metric_args=args or None,
+            ))
+    return results
+
+
+def card_metrics(card: ModelCard | str | Path) -> dict[str, float]:
+    """The model-index values of a card as ``metrics.json`` keys (``ts/<key>`` for temperature-scaled ones)."""
+    if not isinstance(card, ModelCard):
+        card = ModelCard.load(card) if Path(card).exists() else ModelCard(str(card))
+    out = {}
+    for r in card.data.eval_results or []:
+        prefix = "ts/" if r.metric_config == "temperature_scaled" else ""
+        out[prefix + r.metric_type] = r.metric_value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- template
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ name }}
+
+{{ summary }}
+
+{% if headline %}| metric (test split, {{ n_test }} images) | raw | after temperature scaling |
+|---|---|---|
+{% for row in headline %}| {{ row[0] }} | {{ row[1] }} | {{ row[2] }} |
+{% endfor %}{% endif %}
+## Intended use
+
+Classifying {{ input_desc }} into the {{ num_classes }} classes of {{ dataset_base }} when the *confidence* matters:
+selective prediction (abstain below a confidence threshold), ranking predictions for review, or as a calibrated
+baseline for research on calibration and refinement under class imbalance. The probabilities are calibrated on
+data drawn like the training data; they are **not** guaranteed under distribution shift, on other label sets, or
+for out-of-distribution inputs. Validate on your own data before relying on it for decisions.
+
+## How to load
+
+```python
+import refcal_zoo
+model = refcal_zoo.load("{{ load_id }}")          # eval mode; model(x) returns logits / T (calibrated)
+```
+
+`model.predict_proba(images)` takes uint8 or [0, 1] float tensors `[N, 3, H, W]` or PIL images and applies the
+model's own preprocessing (mean {{ mean }}, std {{ std }}, input size {{ input_size }}).
+`refcal_zoo.load(..., calibrated=False)` returns raw logits; `model.model` is the plain timm classifier.
+{% if repo_id %}With timm alone (after `import refcal_zoo`, which registers `{{ arch }}`):
+`timm.create_model("hf-hub:{{ repo_id }}", pretrained=True)` (raw logits; the temperature is `config.json`'s
+`refcal.temperature`).
+{% endif %}
+## Training recipe and budget actually used
+
+- Architecture: `{{ arch }}` (timm name){% if params %}, {{ params }} parameters{% endif %}.
+- Method: {{ method_desc }}.
+{% for line in training_lines %}- {{ line }}
+{% endfor %}{% if has_train_config %}- Full resolved configuration: [`train_config.yaml`](train_config.yaml);
+  reproduce with `accelerate launch recipes/train.py --config train_config.yaml output_dir=runs/{{ name }}`
+  from a refcal_zoo checkout.
+{% endif %}
+## Data provenance
+
+{% for line in data_lines %}- {{ line }}
+{% endfor %}
+## Evaluation
+
+Metrics are computed by `refcal_zoo.metrics.evaluate_predictions` on the whole test split ({{ n_test }} images),
+as fractions (not %), on the raw logits and after dividing them by the temperature. Binned metrics use
+{{ n_bins }} bins; ECE bins are equal-width `(lo, hi]` with confidence 1.0 in the last bin.
+"Misclassification AUROC" is refinement: how well the max-softmax confidence ranks correct predictions above wrong
+ones (0.5 = no separation). "Macro one-vs-one AUROC" is the multiclass AUROC the RefCal paper reports.
+
+{% if full_table %}| metric | raw | after TS | definition |
+|---|---|---|---|
+{% for row in full_table %}| `{{ row[0] }}` | {{ row[1] }} | {{ row[2] }} | {{ row[3] }} |
+{% endfor %}{% else %}No metrics.json was available when this card was written.
+{% endif %}
+{% if figures %}## Reliability diagrams
+
+{% for fig in figures %}![{{ fig[1] }}]({{ fig[0] }})
+{% endfor %}{% endif %}
+{% if groups %}## Head, medium and tail classes
+
+Shot groups by *training* images per class: many > 100, medium 20-100, few < 20 (computed on the test images
+whose true class is in the group).
+
+| group | classes | test images | accuracy | ECE | ECE after TS | NLL after TS | misclassification AUROC |
+|---|---|---|---|---|---|---|---|
+{% for g in groups %}| {{ g | join(" | ") }} |
+{% endfor %}{% endif %}
+## Temperature
+
+{{ temperature_line }}
+
+## Limitations
+
+- Trained on a long-tailed subset: tail classes have few training images, so their accuracy and calibration are
+  worse than the head's (see the shot-group table); the test split is balanced.
+- Calibration was fitted and measured on data like the training data ({{ input_desc }}); expect it to degrade
+  under corruption or domain shift, and re-fit the temperature on your own validation data if you can.
+- A single training run (seed {{ seed }}); differences of a fraction of a point between zoo entries are within
+  run-to-run noise.
+{% if toy %}- digits-LT is a toy dataset (scikit-learn's 8x8 digits upsampled to 32x32): use this model to try the API,
+  not as a benchmark result.
+{% endif %}
+## Citation
+
+{{ paper }} ({{ paper_url }}). Model card and weights written by refcal_zoo {{ version }}.
+"""
+
+
+def _method_desc(method: dict[str, Any] | None) -> str:
+    if not method:
+        return "unknown"
+    name = method.get("name")
+    base = method.get("base_loss", "ce")
+    args = method.get("loss_args") or {}
+    arg_text = f" ({', '.join(f'{k}={v}' for k, v in args.items())})" if args else ""
+    if name == "plain":
+        return f"plain training with the `{base}` loss{arg_text}"
+    sup = method.get("supcon") or {}
+    if name == "refcal":
+        return (f"two-stage RefCal: stage 1 trains the encoder with the supervised contrastive loss (temperature "
+                f"{sup.get('temperature')}, base temperature {sup.get('base_temperature')}, `{sup.get('augment')}` "
+                f"views), stage 2 a linear classifier on the frozen encoder with the `{base}` loss{arg_text}")
+    return (f"`{name}`: `{base}` loss{arg_text} on the classifier + {sup.get('weight')} x supervised contrastive loss "
+            f"(temperature {sup.get('temperature')}, {sup.get('views')} views) on an L2-normalised projection head")
+
+
+def _selection_lines(rec: FolderRecord) -> list[str]:
+    """Which epoch's weights were published (the engine may select the best validation epoch)."""
+    selection = rec.refcal.get("selection") or {}
+    scored = [r for r in rec.log if "val_accuracy" in r or "val_nll" in r]
+    if not scored:
+        return []
+    chosen, how = scored[-1], "the last epoch"
+    if selection.get("epoch"):
+        stage = scored[-1].get("stage")
+        match = [r for r in scored if r.get("stage") == stage and r.get("epoch") == selection["epoch"]]
+        if match:
+            chosen = match[-1]
+            how = f"epoch {selection['epoch']}" + (f" of stage `{stage}`" if stage not in (None, "train") else "")
+            how += f", selected by `{selection.get('rule')}` on the validation split"
+    return [f"Published weights: {how} (train accuracy {_num(chosen.get('train_accuracy'))}, validation accuracy "
+            f"{_num(chosen.get('val_accuracy'))}, validation NLL {_num(chosen.get('val_nll'))})."]
+
+
+def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str]:
+    """Epochs and image passes per training stage, as logged (log.jsonl) or else as configured."""
+    training = rec.refcal.get("training") or {}
+    tc = rec.train_config or {}
+    stages: list[tuple[str, int]] = []
+    for record in rec.log:
+        name = str(record.get("stage", "train"))
+        if stages and stages[-1][0] == name:
+            stages[-1] = (name, stages[-1][1] + 1)
+        else:
+            stages.append((name, 1))
+    source = "logged"
+    if not stages:
+        source = "configured"
+        stages = [("train", int(training.get("epochs") or 0))]
+    if not train_counts:
+        return [f"Epochs ({source}): " + ", ".join(f"{n} {e}" for n, e in stages) + "."]
+    n_train = int(sum(train_counts))
+    lines = []
+    method = rec.refcal.get("method") or {}
+    for name, epochs in stages:
+        section = tc.get("stage2") if name == "classifier" else tc.get("train")
+        batch = (section or {}).get("batch_size") or training.get("batch_size")
+        per_epoch = _images_per_epoch(n_train, batch)
+        label = "Budget" if len(stages) == 1 else f"Budget of stage `{name}`"
+        line = f"{label} ({source}): epochs {epochs} x {per_epoch:,} training images per epoch"
+        if per_epoch != n_train:
+            line += f" (of {n_train:,}; batch {batch}, last incomplete batch dropped)"
+        line += f" = {per_epoch * epochs:,} image passes"
+        views = (method.get("supcon") or {}).get("views")
+        if name == "contrastive" or (method.get("name") == "refcal_joint" and views and views > 1):
+            line += f" ({2 if name == 'contrastive' else views} augmented views each)"
+        lines.append(line + ".")
+    return lines
+
+
+def build_model_card(folder: str | Path, *, repo_id: str | None = None) -> ModelCard:
+    """Render the model card of a run folder or a published folder (numbers only from its files)."""
+    from .. import __version__
+    from ..metrics import METRIC_DEFINITIONS
+
+    rec = read_folder(folder)
+    n_bins = _n_bins()
+    metrics = rec.metrics or {}
+    ds = rec.refcal.get("dataset") or {}
+    training = rec.refcal.get("training") or {}
+    cfg = rec.config
+    pcfg = cfg.get("pretrained_cfg") or {}
+    tc = rec.train_config or {}
+    temperature = rec.refcal.get("temperature")
+    arch = cfg.get("architecture", "?")
+    num_classes = cfg.get("num_classes")
+    load_id = repo_id and f"hf-hub:{repo_id}" or rec.name
+    size = pcfg.get("input_size") or [3, 32, 32]
+    input_desc = f"{size[1]}x{size[2]} RGB images"
+
+    card_data = ModelCardData(
+        model_name=rec.name,
+        library_name="refcal_zoo",
+        license="apache-2.0",
+        pipeline_tag="image-classification",
+        tags=TAGS + ([rec.refcal["method"]["name"]] if (rec.refcal.get("method") or {}).get("name") else []),
+        datasets=[d] if (d := _hub_dataset_id(ds.get("path"))) else None,
+        metrics=["accuracy", "ece", "nll", "brier", "roc_auc"],
+        eval_results=_eval_results(rec, n_bins) or None,
+    )
+
+    headline = []
+    for key in ("accuracy", "ece", "nll", "brier", "auroc_misclassification", "auroc_ovo"):
+        if key in metrics:
+            headline.append((METRIC_NAMES.get(key, key), _num(metrics.get(key)), _num(metrics.get(f"ts/{key}"))))
+    full_table = []
+    for key, definition in METRIC_DEFINITIONS.items():
+        if key in metrics:
+            full_table.append((key, _num(metrics.get(key)), _num(metrics.get(f"ts/{key}")), definition))
+
+    train_counts = ds.get("train_counts") or (rec.lt or {}).get("train_counts")
+    training_lines = _budget_lines(rec, train_counts)
+    if training.get("train_seconds") is not None:
+        training_lines.append(f"Wall-clock training time: {training['train_seconds']} s at "
+                              f"{training.get('train_images_per_second')} images/s (training loop only; evaluation "
+                              "and temperature fitting excluded).")
+    t = tc.get("train") or {}
+    two_stage = (rec.refcal.get("method") or {}).get("name") == "refcal" and bool(tc.get("stage2"))
+    supcon_cfg = (tc.get("method") or {}).get("supcon") or {}
+    stage1_augment = supcon_cfg.get("augment") if two_stage else t.get("augment")
+    if t:
+        training_lines.append(
+            f"{'Stage 1 optimiser' if two_stage else 'Optimiser'}: {t.get('optimizer')} (lr {t.get('lr')}, "
+            f"momentum {t.get('momentum')}, weight decay {t.get('weight_decay')}), batch {t.get('batch_size')}, "
+            f"schedule {t.get('schedule')}"
+            + (f" (milestones {t.get('milestones')}, decay {t.get('lr_decay')})" if t.get("schedule") == "step" else "")
+            + f", {t.get('warmup_epochs')} warm-up epochs"
+            + (f", mixed precision {t.get('mixed_precision')}" if t.get("mixed_precision") not in (None, "no") else "")
+            + f", augmentation {stage1_augment}, seed {t.get('seed')}.")
+        if two_stage:
+            s2 = tc["stage2"]
+            training_lines.append(
+                f"Stage 2 optimiser (linear classifier on the frozen encoder): {s2.get('optimizer')} "
+                f"(lr {s2.get('lr')}, weight decay {s2.get('weight_decay')}), batch {s2.get('batch_size')}, "
+                f"schedule {s2.get('schedule')}, "
+                f"augmentation {s2.get('augment')}.")
+    elif training:
+        training_lines.append(f"Batch {training.get('batch_size')}, lr {training.get('lr')}, schedule "
+                              f"{training.get('schedule')}, seed {training.get('seed')}.")
+    training_lines.extend(_selection_lines(rec))
+
+    described = ((rec.lt or {}).get("source") or {}).get("source")
+    data_lines = [f"Source: `{ds.get('path')}`" + (f" (config `{ds.get('config')}`)" if ds.get("config") else "")
+                  + (f" ({described})" if described else "")
+                  + (f", columns `{ds.get('image_column')}` / `{ds.get('label_column')}`" if ds.get("image_column")
+                     else "") + "."]
+    if ds.get("rho") is not None:
+        data_lines.append(f"Training split: the exponential long-tailed subset of LDAM-DRW (Cao et al. 2019) with "
+                          f"imbalance ratio rho={ds.get('rho'):g}, head-class size n_max={ds.get('n_max')}, "
+                          f"seed {ds.get('lt_seed')}: {sum(train_counts or []):,} images, per class "
+                          f"{train_counts}.")
+    if ds.get("val_counts"):
+        data_lines.append(f"Validation split (temperature fitting; never the test split): {sum(ds['val_counts']):,} "
+                          f"images, per class {ds['val_counts']}.")
+    data_lines.append(f"Test split: `{ds.get('test_split') or 'test'}`, untouched ({metrics.get('n', 'n/a')} images).")
+    data_lines.append(f"Indices sha256 (sorted int64): train `{ds.get('train_sha256')}`, validation "
+                      f"`{ds.get('val_sha256')}`" + (" (the indices are in [`lt_indices.json`](lt_indices.json))."
+                                                     if (rec.folder / "lt_indices.json").is_file() else "."))
+
+    figures = [(f, alt) for f, alt in (("reliability.png", "Reliability diagram (raw logits, test split)"),
+                                       ("reliability_ts.png", "Reliability diagram after temperature scaling"))
+               if rec.figure(f)]
+    groups = []
+    for g in ("many", "medium", "few"):
+        if f"{g}/n" not in metrics:
+            continue
+        classes = ""
+        if train_counts:
+            from ..data import shot_group
+
+            classes = str(sum(1 for c in train_counts if shot_group(c) == g))
+        groups.append((g, classes, _num(metrics.get(f"{g}/n")), _num(metrics.get(f"{g}/accuracy")),
+                       _num(metrics.get(f"{g}/ece")), _num(metrics.get(f"ts/{g}/ece")),
+                       _num(metrics.get(f"ts/{g}/nll")), _num(metrics.get(f"{g}/auroc_misclassification"))))
+    if isinstance(temperature, (int, float)):
+        tj = rec.temperature or {}
+        how = {"nll": "minimising validation NLL", "ece_grid": "a grid search on validation ECE"}.get(
+            tj.get("method"), f"method {tj.get('method')}")
+        temperature_line = (f"T = {temperature:.4f}, fitted by {how} on the validation split ({tj.get('n', 'n/a')} "
+                            "images). `refcal_zoo.load` divides the logits by T; the weights are unchanged.")
+    else:
+        temperature_line = "No temperature was fitted for this run (T = 1)."
+    mean = [round(float(v), 4) for v in pcfg.get("mean", [])]
+    std = [round(float(v), 4) for v in pcfg.get("std", [])]
+    params = _param_count(rec.folder)
+    method_desc = _method_desc(rec.refcal.get("method"))
+    if rec.refcal.get("method") or ds:
+        summary = (f"A `{arch}` image classifier trained on {_dataset_title(ds)} with {method_desc}"
+                   + (", with a temperature fitted on held-out validation data so its confidence can be trusted."
+                      if isinstance(temperature, (int, float)) else "."))
+    else:
+        summary = (f"A `{arch}` image classifier without a refcal_zoo training record: its data, method and metrics "
+                   "are unknown, so nothing below is measured.")
+    return ModelCard.from_template(
+        card_data,
+        template_str=TEMPLATE,
+        name=rec.name,
+        summary=summary,
+        headline=headline,
+        n_test=_num(metrics.get("n")),
+        input_desc=input_desc,
+        num_classes=num_classes,
+        dataset_base=_dataset_base(ds.get("path")),
+        load_id=load_id,
+        repo_id=repo_id,
+        arch=arch,
+        mean=mean,
+        std=std,
+        input_size=list(size),
+        params=f"{params:,}" if params else None,
+        method_desc=method_desc,
+        training_lines=training_lines,
+        has_train_config=(rec.folder / "train_config.yaml").is_file(),
+        data_lines=data_lines,
+        n_bins=n_bins,
+        full_table=full_table,
+        figures=figures,
+        groups=groups,
+        temperature_line=temperature_line,
+        seed=training.get("seed", tc.get("train", {}).get("seed")),
+        toy=_dataset_base(ds.get("path")) == "digits",
+        paper=PAPER,
+        paper_url=PAPER_URL,
+        version=__version__,
+    )

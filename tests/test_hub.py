@@ -1,0 +1,478 @@
+"""refcal_zoo.load / save_pretrained / model cards / timm interop, all offline (seeded HF cache, no sockets)."""
+
+# ruff: noqa: F811  (pytest fixtures imported from test_hub_common are re-bound as test arguments)
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import timm
+import torch
+from huggingface_hub import ModelCard
+
+import refcal_zoo
+from refcal_zoo.data import load_image_splits
+from refcal_zoo.hub import (
+    IntegrityError,
+    NotAvailableError,
+    PublishError,
+    ResolveError,
+    ZooModel,
+    card_metrics,
+    save_pretrained,
+)
+from refcal_zoo.hub.card import CARD_METRICS
+
+from .test_hub_common import (  # noqa: F401  (fixtures)
+    REPO_ID,
+    ZOO_NAME,
+    _isolated_datasets_cache,
+    copy_folder,
+    hf_env,
+    no_network,
+    publish_entry,
+    published,
+    seed_hf_cache,
+    trained_run,
+    tree_digest,
+    write_index,
+)
+
+X = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    data = load_image_splits("digits", ["test"])
+    return data.images["test"], data.labels["test"]
+
+
+# --------------------------------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_train_publish_load_gives_identical_logits(trained_run, published):
+    run = refcal_zoo.load(trained_run, calibrated=False)
+    pub = refcal_zoo.load(published, calibrated=False)
+    pub_cal = refcal_zoo.load(published)
+    plain = timm.create_model(f"local-dir:{trained_run}", pretrained=True).eval()
+    with torch.no_grad():
+        raw = plain(X)
+        assert torch.equal(run(X), raw)
+        assert torch.equal(pub(X), raw)
+        assert torch.equal(pub_cal.model(X), raw)  # the raw model stays reachable
+        assert torch.equal(pub_cal(X), raw / pub_cal.temperature)
+    temperature = json.loads((trained_run / "temperature.json").read_text())["temperature"]
+    assert float(pub_cal.temperature) == pytest.approx(temperature, rel=1e-6)
+    assert pub_cal.zoo_info["temperature"] == temperature
+    assert not pub_cal.training and not pub_cal.model.training
+    assert pub_cal.pretrained_cfg["mean"] == json.loads((trained_run / "config.json").read_text())[
+        "pretrained_cfg"]["mean"]
+    assert tuple(pub_cal.pretrained_cfg["input_size"]) == (3, 32, 32)
+    assert pub_cal.zoo_info["method"]["name"] == "refcal_joint" and pub_cal.zoo_info["dataset"]["path"] == "digits"
+    assert pub_cal.zoo_info["metrics"] == json.loads((trained_run / "metrics.json").read_text())
+
+
+def test_published_folder_layout_and_pins(trained_run, published):
+    names = {p.name for p in published.iterdir()}
+    assert {"model.safetensors", "config.json", "README.md", "reliability.png", "reliability_ts.png", "metrics.json",
+            "temperature.json", "train_config.yaml", "lt_indices.json", "train_log.jsonl"} <= names
+    assert not any(n.startswith(".") for n in names)
+    assert (published / "model.safetensors").read_bytes() == (trained_run / "model.safetensors").read_bytes()
+    cfg = json.loads((published / "config.json").read_text())
+    import hashlib
+
+    assert cfg["refcal"]["weights_sha256"] == hashlib.sha256((published / "model.safetensors").read_bytes()).hexdigest()
+    assert set(cfg["pretrained_cfg"]) <= set(json.loads((trained_run / "config.json").read_text())["pretrained_cfg"])
+    lt = json.loads((published / "lt_indices.json").read_text())
+    assert cfg["refcal"]["dataset"]["train_sha256"] == lt["train_sha256"]
+
+
+def test_predict_proba_reproduces_the_run_metrics(published, digits_test):
+    images, labels = digits_test
+    metrics = json.loads((published / "metrics.json").read_text())
+    model = refcal_zoo.load(published)
+    probs = model.predict_proba(images)
+    assert probs.shape == (len(labels), 10) and torch.allclose(probs.sum(1), torch.ones(len(labels)), atol=1e-5)
+    assert (probs.argmax(1) == labels).double().mean().item() == pytest.approx(metrics["accuracy"], abs=1e-12)
+    nll = torch.nn.functional.nll_loss(probs.double().clamp_min(1e-300).log(), labels).item()
+    assert nll == pytest.approx(metrics["ts/nll"], rel=1e-4)
+    raw = refcal_zoo.predict_proba(refcal_zoo.load(published, calibrated=False), images)
+    raw_nll = torch.nn.functional.nll_loss(raw.double().clamp_min(1e-300).log(), labels).item()
+    assert raw_nll == pytest.approx(metrics["nll"], rel=1e-4)
+
+
+def test_predict_proba_accepts_uint8_float_single_pil_and_resizes(published, digits_test):
+    from PIL import Image
+
+    model = refcal_zoo.load(published)
+    images = digits_test[0][:4]
+    ref = model.predict_proba(images)
+    assert torch.allclose(model.predict_proba(images.float() / 255), ref, atol=1e-6)
+    assert torch.allclose(model.predict_proba(images[0]), ref[:1], atol=1e-6)
+    pils = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images]
+    assert torch.allclose(model.predict_proba(pils), ref, atol=1e-6)
+    assert torch.allclose(model.predict_proba(pils[0]), ref[:1], atol=1e-6)
+    assert torch.allclose(model.predict_proba(images.numpy()), ref, atol=1e-6)
+    big = torch.nn.functional.interpolate(images.float(), scale_factor=2, mode="nearest").to(torch.uint8)
+    out = model.predict_proba(big)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=0.1)  # resized back to 32x32
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        model.predict_proba(images.float())
+    with pytest.raises(ValueError, match="channels first"):
+        model.predict_proba(images.permute(0, 2, 3, 1))
+
+
+def test_save_pretrained_from_a_loaded_model_round_trips(published, tmp_path):
+    model = refcal_zoo.load(published)
+    out = save_pretrained(model, tmp_path / "again")
+    again = refcal_zoo.load(out)
+    with torch.no_grad():
+        assert torch.equal(again(X), model(X))
+    assert float(again.temperature) == float(model.temperature)
+    assert card_metrics(out / "README.md") == card_metrics(published / "README.md")
+
+
+def test_save_pretrained_of_a_plain_timm_model(tmp_path):
+    model = timm.create_model("resnet8_cifar", num_classes=10).eval()
+    out = save_pretrained(model, tmp_path / "plain")
+    assert {p.name for p in out.iterdir()} == {"README.md", "config.json", "model.safetensors"}
+    loaded = refcal_zoo.load(out, device="cpu")
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))  # no temperature: T = 1
+    assert float(loaded.temperature) == 1.0 and loaded.zoo_info["name"] == "plain"
+    card = ModelCard.load(out / "README.md")
+    assert not card.data.eval_results and "without a refcal_zoo training record" in card.text
+
+
+# --------------------------------------------------------------------------------------------------- model card
+
+
+def test_card_round_trip_matches_metrics_json(published):
+    metrics = json.loads((published / "metrics.json").read_text())
+    card = ModelCard.load(published / "README.md")
+    expected = {p + k: metrics[p + k] for p in ("", "ts/") for k in CARD_METRICS if metrics.get(p + k) is not None}
+    assert card_metrics(card) == expected
+    assert len(expected) >= 2 * (len(CARD_METRICS) - 2)
+    data = card.data
+    assert data.library_name == "refcal_zoo" and data.license == "apache-2.0"
+    assert {"image-classification", "calibration", "long-tail", "timm", "safetensors"} <= set(data.tags)
+    assert data.eval_results[0].dataset_split == "test"
+    ece = next(r for r in data.eval_results if r.metric_type == "ece" and r.metric_config == "raw")
+    assert ece.metric_args["num_bins"] == 15
+
+
+def test_card_body_numbers_come_from_the_run(trained_run, published):
+    text = (published / "README.md").read_text()
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    refcal = json.loads((trained_run / "config.json").read_text())["refcal"]
+    temperature = json.loads((trained_run / "temperature.json").read_text())
+    for needle in (f"{metrics['accuracy']:.4f}", f"{metrics['ts/ece']:.4f}", f"T = {temperature['temperature']:.4f}",
+                   f"{refcal['training']['train_seconds']} s", f"epochs {refcal['training']['epochs']} x",
+                   refcal["dataset"]["train_sha256"], refcal["dataset"]["val_sha256"], "![", "reliability.png",
+                   "| many |", "| few |", f"rho={refcal['dataset']['rho']:g}", "refcal_zoo.load(", "## Limitations",
+                   "equal-width `(lo, hi]`", "Misclassification AUROC"):
+        assert needle in text, needle
+    assert f"{metrics['many/accuracy']:.4f}" in text
+
+
+def test_card_of_a_two_stage_run_reports_each_stage_and_the_selected_epoch(trained_run, tmp_path):
+    """Budget per stage from log.jsonl and the published (selected) epoch, on an edited copy of the session run."""
+    import yaml
+
+    from refcal_zoo.hub import build_model_card
+
+    run = copy_folder(trained_run, tmp_path / "two_stage")
+    log = [{"stage": "contrastive", "epoch": e, "train_loss": 5.0} for e in (1, 2, 3)]
+    log += [{"stage": "classifier", "epoch": e, "train_loss": 1.0, "train_accuracy": 0.5 + e / 100,
+             "val_accuracy": 0.4 + e / 100, "val_nll": 2.0 - e / 10} for e in (1, 2)]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["method"]["name"] = "refcal"
+    cfg["stage2"] = dict(cfg["train"], batch_size=100, optimizer="sgd", lr=5.0, augment="rrc_flip")
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    config = json.loads((run / "config.json").read_text())
+    config["refcal"]["method"]["name"] = "refcal"
+    config["refcal"]["selection"] = {"rule": "best_nll", "epoch": 1}
+    (run / "config.json").write_text(json.dumps(config))
+    text = build_model_card(run).text
+    n = sum(config["refcal"]["dataset"]["train_counts"])
+    b1 = cfg["train"]["batch_size"]
+    assert f"Budget of stage `contrastive` (logged): epochs 3 x {n // b1 * b1:,} training images" in text
+    assert f"Budget of stage `classifier` (logged): epochs 2 x {n // 100 * 100:,} training images" in text
+    assert "two-stage RefCal" in text and "Stage 2 optimiser" in text
+    assert "Published weights: epoch 1 of stage `classifier`, selected by `best_nll`" in text
+    assert "validation NLL 1.9000" in text
+
+
+# --------------------------------------------------------------------------------------------------- offline Hub
+
+
+def test_offline_load_from_seeded_hf_cache_with_network_disabled(published, hf_env, no_network, tmp_path,
+                                                                  monkeypatch):
+    seed_hf_cache(hf_env, REPO_ID, published)
+    write_index(tmp_path / "zoo", {ZOO_NAME: publish_entry(published)}, monkeypatch=monkeypatch)
+    model = refcal_zoo.load(ZOO_NAME)
+    assert model.zoo_info["source"] == "hf-cache" and str(hf_env) in model.zoo_info["folder"]
+    ref = refcal_zoo.load(published)
+    with torch.no_grad():
+        assert torch.equal(model(X), ref(X))
+    by_id = refcal_zoo.load(f"hf-hub:{REPO_ID}")
+    assert by_id.zoo_info["source"] == "hf-hub"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # still no socket: the cache comes first
+    assert refcal_zoo.load(ZOO_NAME).zoo_info["source"] == "hf-cache"
+
+
+def test_timm_hf_hub_and_local_dir_interop(published, hf_env, no_network):
+    seed_hf_cache(hf_env, REPO_ID, published)
+    ref = refcal_zoo.load(published, calibrated=False)
+    via_hub = timm.create_model(f"hf-hub:{REPO_ID}", pretrained=True).eval()
+    via_dir = timm.create_model(f"local-dir:{published}", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(via_hub(X), ref(X)) and torch.equal(via_dir(X), ref(X))
+    assert via_hub.pretrained_cfg["mean"] == ref.pretrained_cfg["mean"]
+
+
+def test_mirror_then_embedded_weights(published, hf_env, no_network, tmp_path, monkeypatch):
+    index = write_index(tmp_path / "zoo", {ZOO_NAME: publish_entry(published)}, monkeypatch=monkeypatch)
+    copy_folder(published, index.parent / "weights" / ZOO_NAME)
+    assert refcal_zoo.load(ZOO_NAME).zoo_info["source"] == "embedded"
+    mirror = tmp_path / "mirror"
+    copy_folder(published, mirror / ZOO_NAME)
+    monkeypatch.setenv("REFCAL_ZOO_MIRROR", str(mirror))
+    assert refcal_zoo.load(ZOO_NAME).zoo_info["source"] == "mirror"
+
+
+def test_recipe_only_entry_explains_how_to_train(hf_env):
+    from refcal_zoo.zoo import get_entry
+
+    entry = get_entry("resnet32-cifar100lt-refcal")
+    assert entry.status == "recipe-only"
+    with pytest.raises(NotAvailableError) as info:
+        refcal_zoo.load("resnet32-cifar100lt-refcal")
+    assert entry.train_command in str(info.value) and "no published weights" in str(info.value)
+
+
+def test_offline_and_not_cached_says_how_to_get_it(published, hf_env, no_network, tmp_path, monkeypatch):
+    write_index(tmp_path / "zoo", {ZOO_NAME: publish_entry(published)}, monkeypatch=monkeypatch)
+    monkeypatch.setenv("REFCAL_ZOO_MIRROR", str(tmp_path / "empty_mirror"))
+    with pytest.raises(NotAvailableError) as info:
+        refcal_zoo.load(ZOO_NAME)
+    msg = str(info.value)
+    for needle in ("HF_HUB_OFFLINE", "REFCAL_ZOO_MIRROR", f"{ZOO_NAME}/", "hf download", REPO_ID,
+                   "accelerate launch recipes/train.py --config recipes/configs/default.yaml"):
+        assert needle in msg, needle
+    with pytest.raises(NotAvailableError, match="HF_HUB_OFFLINE"):
+        refcal_zoo.load("hf-hub:someone/not-cached")
+
+
+# --------------------------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_zoo_name_lists_close_matches():
+    with pytest.raises(ResolveError) as info:
+        refcal_zoo.load("resnet32-cifar100-refcal")
+    assert "unknown zoo model" in str(info.value) and "resnet32-cifar100lt-refcal" in str(info.value)
+
+
+def test_sha256_mismatch_against_the_index_is_refused(published, hf_env, no_network, tmp_path, monkeypatch):
+    seed_hf_cache(hf_env, REPO_ID, published)
+    write_index(tmp_path / "zoo", {ZOO_NAME: publish_entry(published, sha256="0" * 64)}, monkeypatch=monkeypatch)
+    with pytest.raises(IntegrityError) as info:
+        refcal_zoo.load(ZOO_NAME)
+    assert "model.safetensors" in str(info.value) and "0" * 64 in str(info.value)
+
+
+def test_replaced_weights_fail_the_config_sha256(published, tmp_path):
+    bad = copy_folder(published, tmp_path / "bad")
+    weights = bad / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF  # same length: only the hash can tell
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(IntegrityError, match=r"sha256 of '.*bad/model\.safetensors'"):
+        refcal_zoo.load(bad)
+
+
+@pytest.mark.parametrize("which", ["published", "run"])
+def test_truncated_safetensors_is_refused_and_named(published, trained_run, tmp_path, which):
+    src = published if which == "published" else trained_run
+    bad = copy_folder(src, tmp_path / "trunc")
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(IntegrityError, match=r"trunc/model\.safetensors' is truncated"):
+        refcal_zoo.load(bad)
+
+
+def test_class_count_mismatch_is_refused(published, tmp_path):
+    bad = copy_folder(published, tmp_path / "k100")
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["num_classes"] = cfg["model_args"]["num_classes"] = cfg["pretrained_cfg"]["num_classes"] = 100
+    cfg["label_names"] = cfg["pretrained_cfg"]["label_names"] = [str(k) for k in range(100)]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(IntegrityError, match="num_classes=100 but .* holds a 10-class classifier"):
+        refcal_zoo.load(bad)
+    cfg["label_names"] = ["a", "b"]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(IntegrityError, match="2 label_names"):
+        refcal_zoo.load(bad)
+
+
+def test_pickle_only_folder_is_refused(published, tmp_path):
+    bad = copy_folder(published, tmp_path / "pkl")
+    (bad / "model.safetensors").rename(bad / "pytorch_model.bin")
+    with pytest.raises(IntegrityError, match="pytorch_model.bin.*safetensors only"):
+        refcal_zoo.load(bad)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("hf-hub:no-slash", "not a Hub repo id"),
+        ("hf-hub:org/../etc", "not a Hub repo id"),
+        ("hf-hub:a/b/c", "not a Hub repo id"),
+        ("hf-hub:org/name@v1", "not in the Hugging Face cache"),
+        ("someorg/somemodel", "for a Hub repo write 'hf-hub:someorg/somemodel'"),
+        ("./no/such/folder", "does not exist"),
+        ("local-dir:/no/such/folder", "does not exist"),
+        ("bad name!", "not a valid zoo model name"),
+    ],
+)
+def test_bad_specs_are_refused(hf_env, no_network, spec, message):
+    with pytest.raises((ResolveError, NotAvailableError), match=message):
+        refcal_zoo.load(spec)
+
+
+def test_dotdot_tricks_are_refused(published, tmp_path, monkeypatch, hf_env):
+    tricky = f"{published}/../{published.name}"
+    with pytest.raises(ResolveError, match=r"goes back up with '\.\.'"):
+        refcal_zoo.load(tricky)
+    monkeypatch.chdir(published.parent)
+    assert isinstance(refcal_zoo.load(f"./{published.name}"), ZooModel)  # plain relative paths are fine
+    with pytest.raises(ResolveError, match=r"'\.\.'"):
+        save_pretrained(refcal_zoo.load(published), f"{tmp_path}/x/../../y")
+    monkeypatch.setenv("REFCAL_ZOO_MIRROR", str(tmp_path))
+    from refcal_zoo.hub.loading import _mirror_folder
+
+    with pytest.raises(ResolveError, match="not a valid zoo model name"):
+        _mirror_folder("../outside")
+
+
+def test_save_pretrained_refuses_unsafe_targets(trained_run, published, tmp_path):
+    with pytest.raises(PublishError, match="must differ from the run folder"):
+        save_pretrained(None, trained_run, run_dir=trained_run)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(PublishError, match="not empty and is not a published folder"):
+        save_pretrained(None, other, run_dir=trained_run)
+    assert (other / "notes.txt").read_text() == "keep me"
+    unfinished = copy_folder(trained_run, tmp_path / "unfinished")
+    (unfinished / "metrics.json").unlink()
+    with pytest.raises(PublishError, match="not a finished run folder"):
+        save_pretrained(None, tmp_path / "pub", run_dir=unfinished)
+    again = save_pretrained(None, tmp_path / "republished", run_dir=published, repo_id=REPO_ID)  # published: ok
+    assert {p.name for p in again.iterdir()} == {p.name for p in published.iterdir()}
+    for name in ("README.md", "config.json", "model.safetensors", "train_config.yaml", "train_log.jsonl"):
+        assert (again / name).read_bytes() == (published / name).read_bytes(), name
+    changed = refcal_zoo.load(published)
+    with torch.no_grad():
+        changed.model.fc.bias.add_(1.0)
+    with pytest.raises(PublishError, match="weights differ"):
+        save_pretrained(changed, tmp_path / "pub2", run_dir=trained_run)
+    same = refcal_zoo.load(trained_run)
+    out = save_pretrained(same, tmp_path / "pub3", run_dir=trained_run)
+    assert (out / "README.md").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+
+# --------------------------------------------------------------------------------------------------- push
+
+
+class FakeHfApi:
+    """Records calls; never talks to the network."""
+
+    calls: list = []
+
+    def __init__(self, **kwargs):
+        FakeHfApi.calls.append(("init", kwargs))
+
+    def create_repo(self, repo_id, **kwargs):
+        FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
+
+    def create_branch(self, repo_id, **kwargs):
+        FakeHfApi.calls.append(("create_branch", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        FakeHfApi.calls.append(("upload_folder", kwargs))
+        return type("CommitInfo", (), {"oid": "f" * 40, "commit_url": "https://example/commit"})()
+
+
+@pytest.fixture
+def fake_api(monkeypatch, hf_env):
+    FakeHfApi.calls = []
+    monkeypatch.setattr("refcal_zoo.hub.publish.HfApi", FakeHfApi)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    return FakeHfApi
+
+
+def test_push_to_hub_mocked_hfapi_checks_call_arguments_only(published, fake_api, no_network):
+    before = tree_digest(published)
+    info = refcal_zoo.push_to_hub(published, "my-org/my-model", token="hf_test", private=True)
+    assert info.oid == "f" * 40
+    kinds = [c[0] for c in fake_api.calls]
+    assert kinds == ["init", "create_repo", "upload_folder"]
+    assert fake_api.calls[0][1]["token"] == "hf_test" and fake_api.calls[0][1]["library_name"] == "refcal_zoo"
+    assert fake_api.calls[1][1:] == ("my-org/my-model", {"private": True, "exist_ok": True, "repo_type": "model"})
+    upload = fake_api.calls[2][1]
+    assert upload["repo_id"] == "my-org/my-model" and upload["folder_path"] == str(published)
+    assert upload["repo_type"] == "model" and upload["revision"] is None
+    fake_api.calls.clear()
+    refcal_zoo.push_to_hub(published, "my-org/my-model", token="hf_test", revision="v1")
+    assert fake_api.calls[2] == ("create_branch", "my-org/my-model", {"branch": "v1", "exist_ok": True,
+                                                                       "repo_type": "model"})
+    assert fake_api.calls[3][1]["revision"] == "v1"
+    assert tree_digest(published) == before
+
+
+def test_push_without_token_is_a_clear_error_and_touches_nothing(published, fake_api):
+    before = tree_digest(published)
+    with pytest.raises(PublishError, match="no Hugging Face token.*HF_TOKEN.*hf auth login"):
+        refcal_zoo.push_to_hub(published, "my-org/my-model")
+    assert fake_api.calls == [] and tree_digest(published) == before
+
+
+@pytest.mark.parametrize("repo_id", ["justname", "a/b/c", "org/../x", "-org/x", "org/x."])
+def test_push_refuses_bad_repo_ids(published, fake_api, repo_id):
+    with pytest.raises(ResolveError, match="not a Hub repo id"):
+        refcal_zoo.push_to_hub(published, repo_id, token="hf_test")
+    assert fake_api.calls == []
+
+
+def test_push_refuses_offline_and_non_published_folders(published, trained_run, fake_api, monkeypatch, tmp_path):
+    with pytest.raises(PublishError, match="not a published model folder"):
+        refcal_zoo.push_to_hub(tmp_path, "my-org/x", token="hf_test")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE"):
+        refcal_zoo.push_to_hub(published, "my-org/x", token="hf_test")
+    assert fake_api.calls == []
+
+
+def test_import_registers_models_and_exports_the_api():
+    for name in ("load", "save_pretrained", "push_to_hub", "list_models", "predict_proba", "create_model"):
+        assert callable(getattr(refcal_zoo, name))
+    assert timm.is_model("resnet8_cifar")
+    assert np.isfinite(1.0)
+
+
+def test_the_shipped_weights_folder_is_consulted(published, hf_env, tmp_path, monkeypatch):
+    """Design for shipped weights: an entry whose files sit in <index dir>/weights/<name>/ loads offline."""
+    from refcal_zoo.zoo import INDEX_PATH, weights_dir
+
+    assert weights_dir() == INDEX_PATH.parent / "weights"
+    index = write_index(tmp_path / "pkg", {ZOO_NAME: publish_entry(published)}, monkeypatch=monkeypatch)
+    shutil.copytree(published, index.parent / "weights" / ZOO_NAME)
+    assert weights_dir() == index.parent / "weights"
+    model = refcal_zoo.load(ZOO_NAME)
+    assert model.zoo_info["source"] == "embedded" and model.zoo_info["name"] == ZOO_NAME
