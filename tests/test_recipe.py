@@ -50,7 +50,7 @@ def finished_run(tmp_path_factory):
 def test_default_recipe_writes_a_complete_run_folder(finished_run):
     names = {p.name for p in finished_run.iterdir()}
     assert {"config.yaml", "config.json", "model.safetensors", "metrics.json", "lt_indices.json", "log.jsonl",
-            "temperature.json", "reliability.png", "reliability_ts.png"} <= names
+            "temperature.json", "reliability.png", "reliability_ts.png", "test_predictions.npz", "best", "last"} <= names
     assert not finished_run.with_name("default.incomplete").exists()
     metrics = json.loads((finished_run / "metrics.json").read_text())
     for key in METRIC_KEYS:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 import yaml
@@ -278,6 +279,8 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
         refcal_block["selection"] = {"rule": select, "epoch": state.best_epoch if select != "last" else None}
         export_timm_folder(model, stage_dir, label_names=data.class_names, refcal=refcal_block)
         _write_diagrams(stage_dir, cfg, test_logits, test_labels, temperature)
+        _write_npz(stage_dir / "test_predictions.npz", logits=test_logits.numpy().astype(np.float32),
+                   labels=test_labels.numpy().astype(np.int64))  # raw test logits, for later analysis
         if temperature is not None:
             write_json(stage_dir / "temperature.json", {
                 "temperature": temperature, "method": cfg.calibration.temperature_scaling,
@@ -289,6 +292,13 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return RunResult(run_dir, metrics, state.train_seconds, images_per_second)
+
+
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
 
 
 def _export(model: torch.nn.Module, folder: Path, data: PreparedData) -> None:
