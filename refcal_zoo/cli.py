@@ -70,8 +70,8 @@ def _table(metrics: dict[str, Any], has_ts: bool) -> str:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .data import load_image_splits
+    from .fileio import write_json
     from .hub import ResolveError, load
-    from .hub._io import write_json
     from .hub.loading import predict_logits
     from .metrics import evaluate_predictions
 
@@ -110,8 +110,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_card(args: argparse.Namespace) -> None:
+    from .fileio import write_text
     from .hub import build_model_card
-    from .hub._io import write_text
     from .hub.checks import check_user_path
 
     folder = check_user_path(args.run_dir)

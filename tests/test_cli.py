@@ -1,6 +1,5 @@
 """The refcal-zoo console script: every subcommand, its one-line errors, and the dataset export round trip."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_hub_common are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -19,17 +18,7 @@ from refcal_zoo.config import DatasetConfig
 from refcal_zoo.data import indices_sha256, load_image_splits, prepare_data
 from refcal_zoo.hub import card_metrics
 
-from .test_hub_common import (  # noqa: F401  (fixtures)
-    ZOO_NAME,
-    _isolated_datasets_cache,
-    copy_folder,
-    hf_env,
-    no_network,
-    published,
-    trained_run,
-    tree_digest,
-    write_index,
-)
+from .conftest import ZOO_NAME, tree_digest, write_index
 
 
 def run_cli(capsys, *argv):

@@ -22,22 +22,13 @@ from refcal_zoo.errors import ConfigError, RunFolderError
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain
 
-from .conftest import REPO
+from .conftest import REPO, reset_accelerate_state
 
 TRAIN_PY = REPO / "recipes" / "train.py"
 DEFAULT = REPO / "recipes" / "configs" / "default.yaml"
 # digits-LT: 421 training images, batch 32 -> 13 batches per epoch; checkpoints every 5 batches and every epoch
 RUN = ["train.epochs=2", "train.checkpoint_every_steps=5"]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 def run_in_process(out, *extra, overwrite=False, resume=False):
@@ -65,12 +56,8 @@ def log_records(run_dir):
 def reference_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("engine") / "reference"
     run_in_process(out)
-    yield out
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
+    reset_accelerate_state()
+    return out
 
 
 def assert_same_run(a, b):
@@ -153,10 +140,7 @@ def one_update(accum: int, batch: int) -> dict[str, torch.Tensor]:
     train_one_epoch(model, loader, Plain(Criterion(build_loss("ce"))), opt, None,
                     BatchTransform([0.5] * 3, [0.25] * 3), accelerator)
     state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     return state
 
 

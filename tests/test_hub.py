@@ -1,6 +1,5 @@
 """refcal_zoo.load / save_pretrained / model cards / timm interop, all offline (seeded HF cache, no sockets)."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_hub_common are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -26,20 +25,7 @@ from refcal_zoo.hub import (
 )
 from refcal_zoo.hub.card import CARD_METRICS
 
-from .test_hub_common import (  # noqa: F401  (fixtures)
-    REPO_ID,
-    ZOO_NAME,
-    _isolated_datasets_cache,
-    copy_folder,
-    hf_env,
-    no_network,
-    publish_entry,
-    published,
-    seed_hf_cache,
-    trained_run,
-    tree_digest,
-    write_index,
-)
+from .conftest import REPO_ID, ZOO_NAME, copy_folder, publish_entry, seed_hf_cache, tree_digest, write_index
 
 X = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -135,15 +135,6 @@ def test_bad_method_config():
         build_stages(cfg, 10)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-
 
 @pytest.mark.parametrize(
     "overrides",

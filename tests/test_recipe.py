@@ -30,15 +30,6 @@ _spec.loader.exec_module(recipe)
 TRIM = ["train.epochs=2", "train.batch_size=64"]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
@@ -50,7 +41,8 @@ def finished_run(tmp_path_factory):
 def test_default_recipe_writes_a_complete_run_folder(finished_run):
     names = {p.name for p in finished_run.iterdir()}
     assert {"config.yaml", "config.json", "model.safetensors", "metrics.json", "lt_indices.json", "log.jsonl",
-            "temperature.json", "reliability.png", "reliability_ts.png", "test_predictions.npz", "best", "last"} <= names
+            "temperature.json", "reliability.png", "reliability_ts.png", "test_predictions.npz", "best",
+            "last"} <= names
     assert not finished_run.with_name("default.incomplete").exists()
     metrics = json.loads((finished_run / "metrics.json").read_text())
     for key in METRIC_KEYS:

@@ -1,6 +1,5 @@
 """The zoo index: entries match their recipes, listing, org/env handling, registering a published folder."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_hub_common are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -16,17 +15,7 @@ from refcal_zoo.hub import IntegrityError, PublishError, ResolveError
 from refcal_zoo.zoo import INDEX_PATH, STATUSES, format_table, get_entry, list_models, load_index
 from refcal_zoo.zoo.update_index import add_recipe_entries, register
 
-from .conftest import REPO
-from .test_hub_common import (  # noqa: F401  (fixtures)
-    ZOO_NAME,
-    _isolated_datasets_cache,
-    copy_folder,
-    hf_env,
-    no_network,
-    published,
-    trained_run,
-    write_index,
-)
+from .conftest import REPO, ZOO_NAME, copy_folder, write_index
 
 CONFIGS = REPO / "recipes" / "configs"
 

@@ -6,18 +6,12 @@ one is complete (the earlier folder is kept until then).
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from ..errors import RunFolderError
+from ..fileio import replace_folder
 
-__all__ = ["check_output_dir", "finalize_run_dir", "staging_dir", "write_json", "write_text", "write_yaml"]
+__all__ = ["FINISHED_MARKER", "check_output_dir", "finalize_run_dir", "staging_dir"]
 
 FINISHED_MARKER = "metrics.json"
 
@@ -44,36 +38,4 @@ def check_output_dir(run_dir: Path, overwrite: bool) -> None:
 
 def finalize_run_dir(staging: Path, run_dir: Path) -> None:
     """Move the finished staging folder into place, replacing an earlier run only now."""
-    old = None
-    if run_dir.exists():
-        old = run_dir.with_name(f"{run_dir.name}.old-{os.getpid()}")
-        os.replace(run_dir, old)
-    os.replace(staging, run_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as fh:
-        fh.write(data)
-    os.chmod(fh.name, 0o666 & ~_umask())  # tempfile creates 0600; give the file normal permissions
-    os.replace(fh.name, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text(path: Path, text: str) -> None:
-    _atomic_write(path, text.encode())
-
-
-def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def write_yaml(path: Path, obj: Any) -> None:
-    _atomic_write(path, yaml.safe_dump(obj, sort_keys=False).encode())
+    replace_folder(staging, run_dir)

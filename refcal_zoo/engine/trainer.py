@@ -28,6 +28,7 @@ from ..calibration import fit_temperature
 from ..config import RESUMABLE_CHANGES, Config, config_to_dict, flatten
 from ..data import BatchTransform, PreparedData, TensorImageDataset, make_loader, prepare_data
 from ..errors import ConfigError, RunFolderError
+from ..fileio import write_json, write_yaml
 from ..hub import export_timm_folder
 from ..methods import build_stages
 from ..metrics import UndefinedMetricWarning, evaluate_predictions, reliability_diagram
@@ -36,7 +37,7 @@ from .checkpoint import TrainerState, complete_checkpoints, latest_checkpoint, r
 from .evaluate import predict_logits
 from .loop import train_one_epoch
 from .optim import build_optimizer, build_scheduler
-from .run_folder import check_output_dir, finalize_run_dir, staging_dir, write_json, write_yaml
+from .run_folder import check_output_dir, finalize_run_dir, staging_dir
 from .tracking import JsonlTracker, truncate_log
 
 __all__ = ["RunResult", "train"]

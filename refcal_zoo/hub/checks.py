@@ -7,7 +7,7 @@ import re
 import struct
 from pathlib import Path, PurePath
 
-from ._io import sha256_file
+from ..fileio import sha256_file
 from .errors import IntegrityError, ResolveError
 
 __all__ = ["check_model_name", "check_repo_id", "check_safetensors", "check_user_path", "verify_sha256"]

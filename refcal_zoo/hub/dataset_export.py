@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:  # imported lazily: `import refcal_zoo` stays light
     import datasets
 
-from ._io import replace_folder, staging_folder, write_json, write_text
+from ..fileio import replace_folder, staging_folder, write_json, write_text
 from .checks import check_user_path
 from .errors import PublishError
 

@@ -330,7 +330,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 
 def _build(folder: Path, resolved: Resolved) -> tuple[nn.Module, dict[str, Any], str]:
-    from ._io import sha256_file
+    from ..fileio import sha256_file
 
     cfg = _read_config(folder)
     weights = folder / WEIGHTS

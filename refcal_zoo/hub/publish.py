@@ -15,7 +15,7 @@ from huggingface_hub import HfApi
 from huggingface_hub import constants as hf_constants
 from torch import nn
 
-from ._io import atomic_copy, replace_folder, sha256_file, staging_folder, write_json, write_text
+from ..fileio import atomic_copy, replace_folder, sha256_file, staging_folder, write_json, write_text
 from .card import build_model_card
 from .checks import check_repo_id, check_safetensors, check_user_path
 from .errors import PublishError

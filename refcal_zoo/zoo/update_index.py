@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..hub._io import atomic_copy, sha256_file, write_yaml
+from ..fileio import atomic_copy, sha256_file, write_yaml
 from ..hub.card import read_folder
 from ..hub.checks import check_model_name, check_repo_id, check_safetensors, check_user_path
 from ..hub.errors import IntegrityError, PublishError

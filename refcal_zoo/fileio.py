@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes/copies, sha256, staged folders that appear only when complete."""
+"""File helpers shared by the engine and the Hub code: atomic writes and copies, sha256, staged folders that appear
+only when complete."""
 
 from __future__ import annotations
 
