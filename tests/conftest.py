@@ -190,8 +190,11 @@ def seed_hf_cache(cache: Path, repo_id: str, folder: Path, *, commit: str = COMM
 
 
 def write_index(folder: Path, updates: dict[str, dict], *, monkeypatch=None) -> Path:
-    """A copy of the shipped index with ``updates`` merged into entries; set as $REFCAL_ZOO_INDEX if asked."""
+    """A copy of the shipped index with every entry reset to recipe-only (so tests do not depend on what has been
+    published) and ``updates`` merged into entries; set as $REFCAL_ZOO_INDEX if asked."""
     data = yaml.safe_load(INDEX_PATH.read_text())
+    for entry in data["models"].values():
+        entry.update(status="recipe-only", sha256=None, revision=None, metrics=None, temperature=None)
     for name, fields in updates.items():
         data["models"].setdefault(name, dict(data["models"].get(ZOO_NAME, {})))
         data["models"][name].update(fields)

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,12 +101,14 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
         run_in_process(tmp_path / "never_started", resume=True)
 
 
-def test_two_processes_count_every_test_sample_once(tmp_path):
+@pytest.mark.parametrize("method", [["method.name=refcal_joint"], ["method.name=plain", "method.base_loss=crl"]],
+                         ids=["supcon_gathered", "crl_history_synced"])
+def test_two_processes_count_every_test_sample_once(tmp_path, method):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         str(TRAIN_PY), "train.epochs=1", f"output_dir={out}"],
+         str(TRAIN_PY), "train.epochs=1", *method, f"output_dir={out}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -159,7 +162,7 @@ def test_bf16_on_cpu_and_tensorboard_and_selection(tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard not installed")
     out = tmp_path / "bf16"
     cfg = load_config(DEFAULT, ["train.epochs=2", "train.mixed_precision=bf16", "train.log_with=[tensorboard]",
-                                "train.select=best_accuracy", f"output_dir={out}"])
+                                "train.select=best_accuracy", "train.channels_last=true", f"output_dir={out}"])
     result = train(cfg)
     assert all(v == v for k, v in result.metrics.items() if k in ("accuracy", "nll"))  # finite, not nan
     assert list((out / "tracking").rglob("events.out.tfevents*"))
@@ -171,3 +174,56 @@ def test_bf16_on_cpu_and_tensorboard_and_selection(tmp_path):
     selected = [r["epoch"] for r in log if r.get("selected")]
     assert selected[-1] == best_epoch
     shutil.rmtree(out)
+
+
+def test_method_state_round_trips_for_checkpoints():
+    crl = build_loss("crl", num_samples=6)
+    method = Plain(Criterion(crl))
+    crl.update_history(torch.eye(6, 3)[:, :3] * 5, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6))
+    crl.next_epoch()
+    state = method.state_dict()
+    assert state and all(k.startswith("criterion.") for k in state)
+    fresh = Plain(Criterion(build_loss("crl", num_samples=6)))
+    fresh.load_state_dict(state)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, state[k])
+    ada = Plain(Criterion(build_loss("adafocal")))
+    ada.criterion.loss.gammas.fill_(3.0)
+    other = Plain(Criterion(build_loss("adafocal")))
+    other.load_state_dict(ada.state_dict())
+    assert torch.equal(other.criterion.loss.gammas, ada.criterion.loss.gammas)
+
+
+def test_weight_decay_can_skip_norms_and_biases():
+    model = TinyNet()
+    groups = build_optimizer(model, TrainConfig(weight_decay=1e-3, wd_exclude_norm_bias=True)).param_groups
+    decayed = {id(p) for p in groups[0]["params"]}
+    assert groups[0]["weight_decay"] == 1e-3 and groups[1]["weight_decay"] == 0.0
+    assert decayed == {id(model.conv.weight), id(model.fc.weight)}
+    assert {id(p) for p in groups[1]["params"]} == {id(model.conv.bias), id(model.fc.bias)}
+
+
+def test_a_failing_checkpoint_save_surfaces_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    from refcal_zoo.engine import checkpoint as ckpt_mod
+
+    calls = {"n": 0}
+    real = Accelerator.save_state
+
+    def save_state(self, output_dir=None, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint hits a full disk half-way
+            os.makedirs(output_dir, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    out = tmp_path / "diskfull"
+    with pytest.raises(OSError, match="No space left"):
+        run_in_process(out)
+    stage = out.with_name("diskfull.incomplete")
+    found = ckpt_mod.latest_checkpoint(stage)
+    assert found is not None and found[1].name == "step_5"  # the first checkpoint survives, complete
+    assert not (stage / "checkpoints" / "step_10").exists()

@@ -7,6 +7,7 @@ import json
 import shlex
 
 import pytest
+import torch
 import yaml
 
 import refcal_zoo
@@ -91,7 +92,7 @@ def test_custom_org_tries_the_hub_for_recipe_only_entries(hf_env, no_network, mo
 
 def test_bad_index_files_are_refused(tmp_path, monkeypatch):
     data = yaml.safe_load(INDEX_PATH.read_text())
-    bad = dict(data["models"][ZOO_NAME], status="done")
+    bad = dict(data["models"][ZOO_NAME], status="done", sha256=None)
     path = tmp_path / "index.yaml"
     path.write_text(yaml.safe_dump({"format": 1, "models": {ZOO_NAME: bad}}))
     with pytest.raises(ResolveError, match="status 'done'"):
@@ -159,3 +160,21 @@ def test_add_recipe_entries_adds_only_missing_configs(tmp_path):
     assert entries["resnet32-cifar10lt-ce"].recipe == "recipes/configs/resnet32-cifar10lt-ce.yaml"
     assert entries["resnet32-cifar10lt-refcal"].notes == "kept as written"
     assert add_recipe_entries(CONFIGS, index=index, root=REPO) == []
+
+
+@pytest.mark.parametrize("name", ["resnet8-digitslt-refcal_joint", "resnet8-digitslt-ce", "resnet8-digitslt-refcal"])
+def test_shipped_entries_load_offline_and_reproduce_their_metrics(name, hf_env, no_network):
+    """The published digits-LT entries ship inside the package: load them with no network and no HF cache, and
+    their test-split accuracy equals the index's (recomputed through predict_proba on the embedded data)."""
+    from refcal_zoo.config import DatasetConfig
+    from refcal_zoo.data import prepare_data
+
+    entry = load_index(INDEX_PATH)[name]
+    assert entry.published and entry.sha256
+    model = refcal_zoo.load(name)
+    assert model.zoo_info["source"] == "embedded"
+    data = prepare_data(DatasetConfig(path="digits", val_split="validation", rho=10))
+    with torch.no_grad():
+        probs = model.predict_proba(data.test_images)
+    accuracy = (probs.argmax(1) == data.test_labels).double().mean().item()
+    assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=1e-12)
