@@ -1,0 +1,348 @@
+#!/usr/bin/env python
+"""Train methods side by side (same backbone, budget, data and split; seeds 0/1/2) and tabulate every metric.
+
+    python benchmarks/compare_methods.py --suite digits                 # every method on digits-LT (minutes)
+    python benchmarks/compare_methods.py --suite digits --smoke         # 2 methods, 1 seed, 1 epoch (CI)
+    python benchmarks/compare_methods.py --suite cifar10lt              # reduced CPU budget, ~2 h on 2 cores
+    python benchmarks/compare_methods.py --suite cifar100lt-gpu         # the paper's full budget, one GPU
+    python benchmarks/compare_methods.py --suite cifar10lt-budget       # CE / joint / two-stage at 3 wall-time budgets
+
+Every (method, seed) cell is a normal recipe run (``recipes/train.py`` in a subprocess) written to
+``benchmarks/results/<suite>/runs/<method>-s<seed>/`` (git-ignored). Finished cells are skipped, interrupted ones
+resumed from their checkpoints, so the command can be re-run until the suite is complete. After every cell the
+suite's ``results.csv`` (one row per cell: budget, train time, every raw and temperature-scaled metric) and
+``results.md`` (mean ± 95% t-interval over seeds) are rewritten; ``--plots`` draws reliability diagrams side by
+side, the accuracy / ECE / failure-AUROC scatter and the risk-coverage curves from the runs' saved test logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "recipes" / "configs"
+SHARED_CIFAR10 = REPO.parent / "shared" / "datasets" / "cifar10"
+HEADLINE = ("accuracy", "ece", "ts/ece", "auroc_misclassification", "auroc_ovo", "nll", "ts/nll", "sce", "ace",
+            "smece", "brier", "aurc")
+
+
+@dataclass
+class Cell:
+    """One method of a suite: a recipe and the overrides that set this suite's budget and data."""
+
+    method: str
+    config: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Suite:
+    name: str
+    cells: list[Cell]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    description: str = ""
+    smoke_overrides: list[str] = field(default_factory=list)
+
+
+# digits-LT: every method at the default's full budget (60 epochs); the loss settings are those of the CIFAR configs
+_DIGITS_METHODS = {
+    "ce": ["method.name=plain", "method.base_loss=ce"],
+    "ls005": ["method.name=plain", "method.base_loss=ls", "method.loss_args={alpha: 0.05}"],
+    "ls01": ["method.name=plain", "method.base_loss=ls", "method.loss_args={alpha: 0.1}"],
+    "focal": ["method.name=plain", "method.base_loss=focal", "method.loss_args={gamma: 3.0}"],
+    "flsd53": ["method.name=plain", "method.base_loss=flsd53"],
+    "brier": ["method.name=plain", "method.base_loss=brier"],
+    "mmce": ["method.name=plain", "method.base_loss=mmce", "method.loss_args={lam: 2.0}"],
+    "dca": ["method.name=plain", "method.base_loss=dca", "method.loss_args={beta: 1.0}"],
+    "mdca": ["method.name=plain", "method.base_loss=mdca", "method.loss_args={base: nll, beta: 1.0}"],
+    "fl_mdca": ["method.name=plain", "method.base_loss=mdca", "method.loss_args={base: focal, gamma: 1.0, beta: 1.0}"],
+    "mbls": ["method.name=plain", "method.base_loss=mbls"],
+    "logitnorm": ["method.name=plain", "method.base_loss=logitnorm"],
+    "crl": ["method.name=plain", "method.base_loss=crl"],
+    "adafocal": ["method.name=plain", "method.base_loss=adafocal"],
+    "refcal_joint": [],  # the default recipe itself
+}
+
+
+def _digits() -> Suite:
+    cells = [Cell(m, "default.yaml", o) for m, o in _DIGITS_METHODS.items()]
+    cells.append(Cell("refcal", "resnet8-digitslt-refcal.yaml"))
+    return Suite("digits", cells, description="ResNet-8 on digits-LT (rho 10), every method, the default budget "
+                 "(60 epochs at batch 32; two-stage: 60 contrastive + 40 linear epochs)",
+                 smoke_overrides=["train.epochs=1", "stage2.epochs=1"])
+
+
+def _cifar10lt(data: str) -> Suite:
+    # Reduced CPU budget (see the report): ResNet-20 (ResNet-32's family, ~1.7x faster), 8 epochs, cosine with one
+    # warm-up epoch; two-stage RefCal gets 8 contrastive epochs at batch 256 (lr 0.2) and 8 linear epochs.
+    common = [f"dataset.path={data}", "model.arch=resnet20_cifar", "train.epochs=8", "train.schedule=cosine",
+              "train.warmup_epochs=1", "train.checkpoint_every_epochs=1"]
+    two_stage = ["train.batch_size=256", "train.lr=0.2", "train.min_lr=0.0", "stage2.epochs=8",
+                 "stage2.batch_size=256", "stage2.lr=1.0", "stage2.milestones=[5,7]"]
+    methods = {"ce": [], "ls005": [], "focal": [], "mmce": [], "mdca": [], "crl": [], "refcal": two_stage,
+               "refcal_joint": []}
+    cells = [Cell(m, f"resnet32-cifar10lt-{m}.yaml", common + extra) for m, extra in methods.items()]
+    return Suite("cifar10lt", cells, description="ResNet-20 on CIFAR-10-LT (rho 10, ../shared JPEG copy), 8 epochs "
+                 "(two-stage: 8 + 8), cosine schedule, 3 seeds", smoke_overrides=["train.epochs=1", "stage2.epochs=1"])
+
+
+def _cifar100lt_gpu(data: str) -> Suite:
+    methods = ["ce", "ls005", "focal", "mmce", "mdca", "crl", "refcal", "refcal_joint"]
+    cells = [Cell(m, f"resnet32-cifar100lt-{m}.yaml", [f"dataset.path={data}"] if data else []) for m in methods]
+    return Suite("cifar100lt-gpu", cells, description="ResNet-32 on CIFAR-100-LT (rho 10), the literature's full "
+                 "budgets (LDAM-DRW 200 epochs; two-stage RefCal 1000 + 100 epochs), meant for one GPU")
+
+
+def _cifar10lt_budget(data: str) -> Suite:
+    # equal wall time per method: one CE epoch costs ~1 unit, a two-view epoch ~2 units (see bench_step.py), the
+    # linear stage ~0.25; budgets of ~10, 30 and 60 CE-epochs' worth
+    common = [f"dataset.path={data}", "model.arch=resnet32_cifar", "train.schedule=cosine", "train.warmup_epochs=1"]
+    cells = []
+    for units in (10, 30, 60):
+        cells.append(Cell(f"ce@{units}", "resnet32-cifar10lt-ce.yaml", common + [f"train.epochs={units}"]))
+        cells.append(Cell(f"refcal_joint@{units}", "resnet32-cifar10lt-refcal_joint.yaml",
+                          common + [f"train.epochs={max(1, units // 2)}"]))
+        stage1 = max(1, int(units * 0.4))
+        cells.append(Cell(f"refcal@{units}", "resnet32-cifar10lt-refcal.yaml",
+                          common + [f"train.epochs={stage1}", "train.batch_size=256", "train.lr=0.2",
+                                    f"stage2.epochs={max(1, int(units * 0.8))}", "stage2.batch_size=256",
+                                    "stage2.lr=1.0", "stage2.schedule=cosine"]))
+    return Suite("cifar10lt-budget", cells, seeds=(0,), description="ResNet-32 on CIFAR-10-LT: CE, RefCal-joint "
+                 "and two-stage RefCal at budgets of ~10, 30 and 60 CE-epochs of wall time, one seed")
+
+
+def get_suite(name: str, data: str | None) -> Suite:
+    cifar = data or str(SHARED_CIFAR10)
+    factories = {"digits": _digits, "cifar10lt": lambda: _cifar10lt(cifar),
+                 "cifar100lt-gpu": lambda: _cifar100lt_gpu(data or ""),
+                 "cifar10lt-budget": lambda: _cifar10lt_budget(cifar)}
+    if name not in factories:
+        raise SystemExit(f"error: unknown suite '{name}' (choose {', '.join(factories)})")
+    return factories[name]()
+
+
+# ---------------------------------------------------------------------------------------------------- running
+def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str]) -> dict | None:
+    """Train one cell (skipped if finished, resumed if interrupted); return its CSV row."""
+    run_dir = out / "runs" / f"{cell.method}-s{seed}"
+    if not (run_dir / "metrics.json").is_file():
+        overrides = [*cell.overrides, *(suite.smoke_overrides if smoke else []), f"train.seed={seed}",
+                     f"name={cell.method}", f"output_dir={run_dir}"]
+        resume = ["--resume"] if (run_dir.with_name(run_dir.name + ".incomplete") / "checkpoints").is_dir() else []
+        cmd = [*launcher, str(REPO / "recipes" / "train.py"), "--config", str(CONFIGS / cell.config), *resume,
+               *overrides]
+        print(f"[{suite.name}] {cell.method} seed {seed}: {' '.join(cmd[len(launcher):])}", flush=True)
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        (out / "logs" / f"{cell.method}-s{seed}.log").write_text(proc.stdout)
+        if proc.returncode != 0:
+            print(f"[{suite.name}] {cell.method} seed {seed} FAILED (exit {proc.returncode}); see logs/", flush=True)
+            return None
+        print(f"[{suite.name}] {cell.method} seed {seed}: done in {time.time() - t0:.0f} s", flush=True)
+    return read_row(suite, cell, seed, run_dir)
+
+
+def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    refcal = json.loads((run_dir / "config.json").read_text())["refcal"]
+    cfg = _yaml(run_dir / "config.yaml")
+    row = {
+        "suite": suite.name, "method": cell.method, "seed": seed, "config": cell.config,
+        "method_name": cfg["method"]["name"], "base_loss": cfg["method"]["base_loss"], "arch": cfg["model"]["arch"],
+        "epochs": cfg["train"]["epochs"], "stage2_epochs": cfg["stage2"]["epochs"] if cfg["method"]["name"] ==
+        "refcal" else "", "train_images": len(json.loads((run_dir / "lt_indices.json").read_text())["train_indices"]),
+        "train_seconds": refcal["training"]["train_seconds"], "temperature": refcal.get("temperature"),
+        "selected_epoch": (refcal.get("selection") or {}).get("epoch"), "run_dir": _display(run_dir),
+    }
+    row.update({k: v for k, v in metrics.items() if k != "n"})
+    row["n_test"] = metrics.get("n")
+    return row
+
+
+def _display(path: Path) -> str:
+    """Paths inside the repository are stored relative to it (portable CSVs); others as given."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+# --------------------------------------------------------------------------------------------------- tables
+def t_quantile_975(dof: int) -> float:
+    """Two-sided 95% Student-t quantile (scipy), for the interval half-width over seeds."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, dof))
+
+
+def summarize(rows: list[dict], keys=HEADLINE) -> list[dict]:
+    """Per method: mean and 95% t-interval half-width over seeds of every key (n=1: no interval)."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        group = [r for r in rows if r["method"] == method]
+        entry = {"method": method, "seeds": len(group),
+                 "train_seconds": sum(float(r["train_seconds"]) for r in group) / len(group)}
+        for k in keys:
+            vals = [float(r[k]) for r in group if r.get(k) not in (None, "")]
+            vals = [v for v in vals if math.isfinite(v)]
+            if not vals:
+                entry[k] = (math.nan, math.nan)
+                continue
+            mean = sum(vals) / len(vals)
+            if len(vals) > 1:
+                sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+                entry[k] = (mean, t_quantile_975(len(vals) - 1) * sd / math.sqrt(len(vals)))
+            else:
+                entry[k] = (mean, math.nan)
+        out.append(entry)
+    return out
+
+
+def markdown_table(summary: list[dict], keys=HEADLINE) -> str:
+    head = "| method | seeds | train s | " + " | ".join(keys) + " |"
+    lines = [head, "|" + "---|" * (3 + len(keys))]
+    for e in summary:
+        cells = []
+        for k in keys:
+            mean, half = e[k]
+            cells.append("n/a" if not math.isfinite(mean) else
+                         f"{mean:.4f}" if not math.isfinite(half) else f"{mean:.4f} ± {half:.4f}")
+        lines.append(f"| {e['method']} | {e['seeds']} | {e['train_seconds']:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(out: Path, suite: Suite, rows: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = out / ".results.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out / "results.csv")
+    text = (f"# {suite.name}\n\n{suite.description}.\n\nMean ± 95% t-interval over seeds (test split; `ts/` = after "
+            f"temperature scaling fitted on validation). Generated by `benchmarks/compare_methods.py --suite "
+            f"{suite.name}` from `results.csv`.\n\n{markdown_table(summarize(rows))}\n")
+    (out / "results.md").write_text(text)
+
+
+def read_results(out: Path) -> list[dict]:
+    path = out / "results.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---------------------------------------------------------------------------------------------------- plots
+def make_plots(out: Path, rows: list[dict]) -> None:
+    """Reliability diagrams side by side, accuracy/ECE/failure-AUROC scatter, risk-coverage curves (seed-0 runs
+    for the per-method curves)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from refcal_zoo.metrics import bin_top_label, prepare, risk_coverage_curve
+
+    first = {}
+    for r in rows:
+        first.setdefault(r["method"], r)
+    methods = list(first)
+    n = len(methods)
+    cols = min(4, n)
+    fig = Figure(figsize=(3.2 * cols, 3.2 * math.ceil(n / cols)))
+    for i, m in enumerate(methods):
+        pred = np.load(REPO / first[m]["run_dir"] / "test_predictions.npz")
+        ax = fig.add_subplot(math.ceil(n / cols), cols, i + 1)
+        p = prepare(pred["logits"], pred["labels"], "logits")
+        _, counts, _, correct_sums = bin_top_label(p.conf, p.correct, 15)
+        accuracy = np.where(counts > 0, correct_sums / np.maximum(counts, 1), 0.0)
+        centers = (np.arange(15) + 0.5) / 15
+        ax.bar(centers, accuracy, width=1 / 15, edgecolor="k", alpha=0.7)
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set_title(f"{m}\nECE {float(first[m]['ece']):.3f}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    fig.tight_layout()
+    FigureCanvasAgg(fig).print_png(str(out / "reliability_grid.png"))
+
+    summary = summarize(rows, ("accuracy", "ece", "auroc_misclassification"))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for e in summary:
+        x, y, c = e["ece"][0], e["accuracy"][0], e["auroc_misclassification"][0]
+        sc = ax.scatter([x], [y], c=[c], cmap="viridis", vmin=0.5, vmax=1.0, s=60)
+        ax.annotate(e["method"], (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    fig.colorbar(sc, ax=ax, label="misclassification AUROC")
+    ax.set_xlabel("ECE (raw)")
+    ax.set_ylabel("accuracy")
+    fig.tight_layout()
+    FigureCanvasAgg(fig).print_png(str(out / "accuracy_ece_auroc.png"))
+
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for m in methods:
+        pred = np.load(REPO / first[m]["run_dir"] / "test_predictions.npz")
+        coverage, risk = risk_coverage_curve(pred["logits"], pred["labels"], inputs="logits")
+        ax.plot(coverage, risk, label=m, lw=1.2)
+    ax.set_xlabel("coverage")
+    ax.set_ylabel("risk (error rate among accepted)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    FigureCanvasAgg(fig).print_png(str(out / "risk_coverage.png"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", required=True)
+    ap.add_argument("--seeds", type=int, nargs="*", default=None)
+    ap.add_argument("--methods", nargs="*", default=None, help="only these methods of the suite")
+    ap.add_argument("--data", default=None, help="dataset path for the CIFAR suites (default ../shared copy)")
+    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results/<suite>)")
+    ap.add_argument("--smoke", action="store_true", help="2 methods, 1 seed, 1 epoch: checks the machinery")
+    ap.add_argument("--plots", action="store_true", help="also draw the plots")
+    ap.add_argument("--launcher", default=None,
+                    help="command prefix for each run (default: this python; e.g. 'accelerate launch')")
+    args = ap.parse_args(argv)
+
+    suite = get_suite(args.suite, args.data)
+    seeds = args.seeds if args.seeds is not None else ([suite.seeds[0]] if args.smoke else list(suite.seeds))
+    cells = [c for c in suite.cells if args.methods is None or c.method in args.methods]
+    if args.smoke:
+        cells = cells[:2]
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / (suite.name + ("-smoke" if args.smoke
+                                                                                        else ""))
+    launcher = args.launcher.split() if args.launcher else [sys.executable]
+    rows = {(r["method"], int(r["seed"])): r for r in read_results(out)}
+    failed = 0
+    for seed in seeds:  # seed-major: a partial suite already has every method at seed 0
+        for cell in cells:
+            row = run_cell(suite, cell, seed, out, args.smoke, launcher)
+            if row is None:
+                failed += 1
+                continue
+            rows[(cell.method, seed)] = row
+            write_results(out, suite, sorted(rows.values(), key=lambda r: ([c.method for c in suite.cells].index(
+                r["method"]) if r["method"] in [c.method for c in suite.cells] else 99, int(r["seed"]))))
+    if args.plots and rows:
+        make_plots(out, list(rows.values()))
+    print((out / "results.md").read_text() if (out / "results.md").is_file() else "no results", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
