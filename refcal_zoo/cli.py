@@ -73,7 +73,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from .fileio import write_json
     from .hub import ResolveError, load
     from .hub.loading import predict_logits
-    from .metrics import evaluate_predictions
+    from .metrics import evaluate_with_temperature
 
     model = load(args.model, revision=args.revision, calibrated=False)
     data = load_image_splits(args.dataset, [args.split], config=args.config, image_column=args.image_column,
@@ -90,23 +90,59 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     counts = ((model.zoo_info.get("dataset") or {}).get("train_counts"))
     counts = counts if counts and len(counts) == model.num_classes else None
     temperature = model.zoo_info.get("temperature")
+    has_ts = isinstance(temperature, (int, float))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        metrics = evaluate_predictions(logits, y, train_class_counts=counts, inputs="logits")
-        if isinstance(temperature, (int, float)):
-            scaled = evaluate_predictions(logits / temperature, y, train_class_counts=counts, inputs="logits")
-            metrics.update({f"ts/{k}": v for k, v in scaled.items() if k != "n" and not k.endswith("/n")})
+        metrics = evaluate_with_temperature(logits, y, temperature if has_ts else None, train_class_counts=counts)
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-    has_ts = isinstance(temperature, (int, float))
     print(f"{model.zoo_info.get('name') or args.model} on {args.dataset} [{args.split}], {len(y)} images"
           + (f", T={temperature:.4f}" if has_ts else ""))
     print(_table(metrics, has_ts))
+    robustness = None
+    if args.corrupt is not None:
+        robustness = _corruption_report(model, images, labels, args, temperature if has_ts else None, counts)
     if args.json:
         out = {"model": args.model, "source": model.zoo_info.get("source"), "folder": model.zoo_info.get("folder"),
                "sha256": model.zoo_info.get("sha256"), "dataset": args.dataset, "config": args.config,
                "split": args.split, "n": int(len(y)), "temperature": temperature, "metrics": clean}
+        if robustness is not None:
+            out["corruptions"] = _json_clean(robustness)
         write_json(Path(args.json), out)
         print(f"wrote {args.json}")
+
+
+def _corruption_report(model, images, labels, args, temperature, counts) -> dict:
+    from .data.corruptions import CORRUPTIONS
+    from .errors import RefCalZooError
+    from .hub.loading import predict_logits
+    from .metrics import evaluate_corruptions
+
+    unknown = [c for c in args.corrupt if c not in CORRUPTIONS]
+    if unknown:
+        raise RefCalZooError(f"unknown corruption '{unknown[0]}'; choose from {', '.join(CORRUPTIONS)}")
+    if any(not 1 <= s <= 5 for s in args.severities):
+        raise RefCalZooError(f"severities must be within 1..5, got {args.severities}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = evaluate_corruptions(lambda x: predict_logits(model, x, batch_size=args.batch_size), images, labels,
+                                      temperature=temperature, corruptions=args.corrupt or None,
+                                      severities=args.severities, train_class_counts=counts)
+    ts = "ts/ece" in report["clean"]
+    print("\ncorruption          sev  accuracy     ECE" + ("  ECE (TS)" if ts else "") + "  misclass. AUROC")
+    for c in report["cells"]:
+        print(f"{c['corruption']:<19} {c['severity']:>3}  {c['accuracy']:8.4f}  {c['ece']:6.4f}"
+              + (f"  {c['ts/ece']:8.4f}" if ts else "") + f"  {c['auroc_misclassification']:15.4f}")
+    print(f"mean corruption error (mCE, unnormalised): {report['summary']['mce']:.4f}  "
+          f"(clean error {1 - report['clean']['accuracy']:.4f})")
+    return report
+
+
+def _json_clean(obj):
+    if isinstance(obj, dict):
+        return {k: _json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_clean(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def _cmd_card(args: argparse.Namespace) -> None:
@@ -194,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", help="Hub revision of the model")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    p.add_argument("--corrupt", nargs="*", metavar="NAME", default=None,
+                   help="also evaluate on CIFAR-10-C-style corruptions (all ten without names): every metric per "
+                        "corruption x severity and the mean corruption error")
+    p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("card", help="(re-)render the model card of a run or published folder")

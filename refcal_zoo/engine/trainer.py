@@ -31,7 +31,7 @@ from ..errors import ConfigError, RunFolderError
 from ..fileio import write_json, write_yaml
 from ..hub import export_timm_folder
 from ..methods import build_stages
-from ..metrics import UndefinedMetricWarning, evaluate_predictions, reliability_diagram
+from ..metrics import UndefinedMetricWarning, evaluate_with_temperature, reliability_diagram
 from ..models import create_model
 from .checkpoint import TrainerState, complete_checkpoints, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .evaluate import predict_logits
@@ -326,14 +326,10 @@ def _evaluate(
     logits: torch.Tensor, labels: torch.Tensor, data: PreparedData, temperature: float | None
 ) -> dict[str, Any]:
     """Every metric on the test logits; with a temperature, also after scaling as ``ts/<key>``."""
-    z, y = logits.double().numpy(), labels.numpy()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UndefinedMetricWarning)
-        metrics = evaluate_predictions(z, y, train_class_counts=data.train_class_counts, inputs="logits")
-        if temperature is not None:
-            scaled = evaluate_predictions(z / temperature, y, train_class_counts=data.train_class_counts,
-                                          inputs="logits")
-            metrics.update({f"ts/{k}": v for k, v in scaled.items() if k != "n" and not k.endswith("/n")})
+        metrics = evaluate_with_temperature(logits.double().numpy(), labels.numpy(), temperature,
+                                            train_class_counts=data.train_class_counts)
     for message in dict.fromkeys(str(w.message) for w in caught):  # once each, not once per evaluation
         print(f"note: {message}")
     return {k: (int(v) if k == "n" or k.endswith("/n") else float(v)) for k, v in metrics.items()}

@@ -16,9 +16,10 @@ from .calibration import ace, bin_top_label, ece, ece_equal_mass, mce, sce, smec
 from .groups import SHOT_GROUPS, group_masks, shot_groups
 from .refinement import aupr_error, auroc_misclassification, auroc_ovo, fpr_at_95tpr
 from .reliability import reliability_diagram
+from .robustness import evaluate_corruptions
 from .scores import accuracy, brier, nll
 from .selective import aurc, eaurc, risk_coverage_curve
-from .suite import METRIC_DEFINITIONS, METRIC_KEYS, evaluate_predictions
+from .suite import METRIC_DEFINITIONS, METRIC_KEYS, evaluate_predictions, evaluate_with_temperature
 
 __all__ = [
     "METRIC_DEFINITIONS",
@@ -36,7 +37,9 @@ __all__ = [
     "eaurc",
     "ece",
     "ece_equal_mass",
+    "evaluate_corruptions",
     "evaluate_predictions",
+    "evaluate_with_temperature",
     "fpr_at_95tpr",
     "group_masks",
     "mce",

@@ -139,3 +139,23 @@ def evaluate_predictions(
             sub = _evaluate(p.subset(mask), n_bins, f"[{name} group] ")
             result.update({f"{name}/{key}": value for key, value in sub.items()})
     return result
+
+
+def evaluate_with_temperature(
+    logits: Any,
+    labels: Any,
+    temperature: float | None,
+    *,
+    train_class_counts: Sequence[int] | None = None,
+    n_bins: int = 15,
+) -> dict[str, float]:
+    """:func:`evaluate_predictions` of ``logits``, plus the same metrics of ``logits / temperature`` as
+    ``ts/<key>`` when a temperature is given (the layout of ``metrics.json`` and the model cards)."""
+    metrics = evaluate_predictions(logits, labels, train_class_counts=train_class_counts, n_bins=n_bins,
+                                   inputs="logits")
+    if temperature is not None:
+        z = np.asarray(logits.detach().cpu().double() if hasattr(logits, "detach") else logits, dtype=np.float64)
+        scaled = evaluate_predictions(z / float(temperature), labels, train_class_counts=train_class_counts,
+                                      n_bins=n_bins, inputs="logits")
+        metrics.update({f"ts/{k}": v for k, v in scaled.items() if k != "n" and not k.endswith("/n")})
+    return metrics
