@@ -81,8 +81,9 @@ def test_repo_id_follows_refcal_zoo_org(monkeypatch):
         _ = get_entry("resnet32-cifar10lt-ce").repo_id
 
 
-def test_custom_org_tries_the_hub_for_recipe_only_entries(hf_env, no_network, monkeypatch):
+def test_custom_org_tries_the_hub_for_recipe_only_entries(hf_env, no_network, monkeypatch, tmp_path):
     """With another org, a recipe-only name may have been pushed there: offline, say how to get it."""
+    write_index(tmp_path / "zoo", {}, monkeypatch=monkeypatch)  # every entry recipe-only
     monkeypatch.setenv("REFCAL_ZOO_ORG", "my-lab")
     from refcal_zoo.hub import NotAvailableError
 
@@ -163,6 +164,7 @@ def test_add_recipe_entries_adds_only_missing_configs(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["resnet8-digitslt-refcal_joint", "resnet8-digitslt-ce", "resnet8-digitslt-refcal"])
+# (resnet32-cifar10lt-ce ships too; its check needs the CIFAR-10 test split: see test_shipped_cifar_entry)
 def test_shipped_entries_load_offline_and_reproduce_their_metrics(name, hf_env, no_network):
     """The published digits-LT entries ship inside the package: load them with no network and no HF cache, and
     their test-split accuracy equals the index's (recomputed through predict_proba on the embedded data)."""
@@ -177,4 +179,21 @@ def test_shipped_entries_load_offline_and_reproduce_their_metrics(name, hf_env, 
     with torch.no_grad():
         probs = model.predict_proba(data.test_images)
     accuracy = (probs.argmax(1) == data.test_labels).double().mean().item()
+    assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=1e-12)
+
+
+def test_shipped_cifar_entry_reproduces_its_metrics(hf_env, no_network):
+    """The shipped CIFAR-10-LT entry, offline, on the shared CIFAR-10 test split (skipped where that copy is absent)."""
+    from .conftest import SHARED_CIFAR10
+
+    if not SHARED_CIFAR10.is_dir():
+        pytest.skip("shared CIFAR-10 copy (../shared/datasets/cifar10) absent")
+    from refcal_zoo.data import load_image_splits
+
+    entry = load_index(INDEX_PATH)["resnet32-cifar10lt-ce"]
+    model = refcal_zoo.load("resnet32-cifar10lt-ce")
+    test = load_image_splits(str(SHARED_CIFAR10), ["test"])
+    with torch.no_grad():
+        probs = model.predict_proba(test.images["test"])
+    accuracy = (probs.argmax(1) == test.labels["test"]).double().mean().item()
     assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=1e-12)
