@@ -129,3 +129,18 @@ def test_import_does_not_touch_the_network():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("arch", ["resnet20_cifar", "wrn16_8_cifar"])
+def test_grad_checkpointing_gives_the_same_gradients(arch):
+    torch.manual_seed(0)
+    model = timm.create_model(arch, num_classes=3).train()
+    x = torch.randn(4, 3, 32, 32)
+    grads = []
+    for enable in (False, True):
+        model.zero_grad()
+        model.set_grad_checkpointing(enable)
+        model(x).pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)

@@ -14,7 +14,7 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from ._common import cifar_cfg
+from ._common import PooledLinearHead, cifar_cfg
 
 __all__ = ["WideResNet"]
 
@@ -44,7 +44,7 @@ class WideBasicBlock(nn.Module):
         return y + (self.shortcut(o) if self.shortcut is not None else x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(PooledLinearHead, nn.Module):
     """WRN-depth-widen for 32x32 inputs, with timm's model interface."""
 
     def __init__(
@@ -92,33 +92,9 @@ class WideResNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        x = self.layer3(self.layer2(self.layer1(x)))
+        x = self.run_stages(self.conv1(x), [self.layer1, self.layer2, self.layer3])
         return self.act_final(self.bn_final(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_wrn(variant: str, depth: int, widen: int, pretrained: bool = False, **kwargs) -> WideResNet:
