@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from .. import __version__
 from ..calibration import fit_temperature
 from ..config import RESUMABLE_CHANGES, Config, config_to_dict, flatten
-from ..data import BatchTransform, PreparedData, TensorImageDataset, make_loader, prepare_data
+from ..data import BatchTransform, PreparedData, TensorImageDataset, indices_sha256, make_loader, prepare_data
 from ..errors import ConfigError, RunFolderError
 from ..fileio import write_json, write_yaml
 from ..hub import export_timm_folder
@@ -41,9 +41,6 @@ from .run_folder import check_output_dir, finalize_run_dir, staging_dir
 from .tracking import JsonlTracker, truncate_log
 
 __all__ = ["RunResult", "train"]
-
-HEADLINE = ("accuracy", "nll", "ece", "auroc_misclassification")
-
 
 @dataclass
 class RunResult:
@@ -303,8 +300,8 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _export(model: torch.nn.Module, folder: Path, data: PreparedData) -> None:
-    export_timm_folder(model, folder, label_names=data.class_names, refcal={"data_sha256": data.split.record()[
-        "train_sha256"]})
+    export_timm_folder(model, folder, label_names=data.class_names,
+                       refcal={"data_sha256": indices_sha256(data.split.train_indices)})
 
 
 def _tracker_config(cfg: Config) -> dict[str, Any]:
@@ -369,8 +366,8 @@ def _refcal_block(cfg: Config, data: PreparedData, metrics: dict, ips: float, se
         "dataset": {"path": data.source.get("path"), "config": data.source.get("config"),
                     "image_column": data.source.get("image_column"), "label_column": data.source.get("label_column"),
                     "rho": rec.rho, "lt_seed": rec.seed, "n_max": rec.n_max, "train_counts": rec.train_counts,
-                    "val_counts": rec.val_counts, "train_sha256": rec.record()["train_sha256"],
-                    "val_sha256": rec.record()["val_sha256"], "test_split": cfg.dataset.test_split},
+                    "val_counts": rec.val_counts, "train_sha256": indices_sha256(rec.train_indices),
+                    "val_sha256": indices_sha256(rec.val_indices), "test_split": cfg.dataset.test_split},
         "training": {"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
                      "schedule": cfg.train.schedule, "seed": cfg.train.seed, "train_seconds": round(seconds, 1),
                      "train_images_per_second": round(ips, 1)},
