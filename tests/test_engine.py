@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -106,9 +107,12 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
 def test_two_processes_count_every_test_sample_once(tmp_path, method):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         str(TRAIN_PY), "train.epochs=1", *method, f"output_dir={out}"],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+         str(TRAIN_PY), "train.epochs=2", "train.checkpoint_every_steps=2", *method, f"output_dir={out}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

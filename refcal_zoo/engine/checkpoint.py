@@ -69,9 +69,10 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: TrainerState,
     if accelerator.is_main_process:
         if tmp.exists():
             shutil.rmtree(tmp)
-        root.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every process has written its own files (e.g. its RNG state) into tmp
     if accelerator.is_main_process:
         save_file({k: v.detach().cpu().contiguous() for k, v in method_state.items()}, str(tmp / METHOD_FILE))
         (tmp / STATE_FILE).write_text(state.to_json())  # last: marks the checkpoint as complete
