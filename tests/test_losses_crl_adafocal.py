@@ -116,7 +116,7 @@ def test_crl_ranking_term_becomes_nonzero_after_updates_and_round_trips():
     buf.seek(0)
     fresh = CRLLoss(num_samples=n)
     assert float(fresh.ranking_loss(z[perm], perm)) == 0.0
-    fresh.load_state_dict(torch.load(buf))
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
     assert torch.equal(fresh.history.correct_count, crl.history.correct_count)
     assert int(fresh.history.epochs_completed) == 3
     assert float(fresh.ranking_loss(z[perm], perm)) == float(rank)
@@ -270,7 +270,7 @@ def test_adafocal_probs_and_logits_agree_and_state_round_trips():
     torch.save(a.state_dict(), buf)
     buf.seek(0)
     fresh = AdaFocalLoss()
-    fresh.load_state_dict(torch.load(buf))
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
     for name in ("gammas", "bin_lowers", "bin_uppers", "num_updates"):
         assert torch.equal(getattr(fresh, name), getattr(a, name))
     zt, yt = torch.randn(32, 5), torch.randint(0, 5, (32,))

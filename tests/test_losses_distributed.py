@@ -69,7 +69,7 @@ def test_two_process_gather_and_history_sync(tmp_path):
     expected_hist = torch.zeros(10, dtype=torch.long)
     expected_hist[[0, 2, 3, 4, 9]] = 1
     for rank in range(WORLD):
-        r = torch.load(tmp_path / f"rank{rank}.pt")
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         lo = sum(SIZES[:rank])
         assert torch.allclose(r["gathered"], f) and torch.equal(r["labels"], y)
         assert r["grad_fn"]
