@@ -160,7 +160,7 @@ def _cmd_card(args: argparse.Namespace) -> None:
 def _cmd_publish(args: argparse.Namespace) -> None:
     from .hub import save_pretrained
 
-    folder = save_pretrained(None, args.to, run_dir=args.run_dir, repo_id=args.repo_id)
+    folder = save_pretrained(None, args.to, run_dir=args.run_dir, repo_id=args.repo_id, name=args.name)
     cfg = json.loads((folder / "config.json").read_text())
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
     print(f"published {args.run_dir} -> {folder} ({files}); weights sha256 {cfg['refcal']['weights_sha256']}")
@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--to", required=True, metavar="FOLDER")
     p.add_argument("--repo-id", help="Hub repo id for the card's loading snippet")
+    p.add_argument("--name", help="zoo name to publish under, <arch>-<dataset>-<method> (default: the run's name)")
     p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser("push", help="upload a published folder to the Hub (token: HF_TOKEN or `hf auth login`)")

@@ -462,3 +462,17 @@ def test_the_shipped_weights_folder_is_consulted(published, hf_env, tmp_path, mo
     assert weights_dir() == index.parent / "weights"
     model = refcal_zoo.load(ZOO_NAME)
     assert model.zoo_info["source"] == "embedded" and model.zoo_info["name"] == ZOO_NAME
+
+
+def test_publish_under_a_zoo_name(trained_run, tmp_path, hf_env):
+    """A suite cell's run (named after its method) is published under its zoo name: config, card and load agree."""
+    out = save_pretrained(None, tmp_path / "pub", run_dir=trained_run, name="resnet8-digitslt-renamed")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["refcal"]["name"] == "resnet8-digitslt-renamed"
+    card = ModelCard.load(out / "README.md")
+    assert card.data.model_name == "resnet8-digitslt-renamed"
+    assert refcal_zoo.load(out).zoo_info["name"] == "resnet8-digitslt-renamed"
+    assert (out / "model.safetensors").read_bytes() == (trained_run / "model.safetensors").read_bytes()
+    with pytest.raises(ResolveError, match="not a valid zoo model name"):
+        save_pretrained(None, tmp_path / "bad", run_dir=trained_run, name="org/name")
+    assert not (tmp_path / "bad").exists()

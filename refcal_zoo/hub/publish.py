@@ -17,7 +17,7 @@ from torch import nn
 
 from ..fileio import atomic_copy, replace_folder, sha256_file, staging_folder, write_json, write_text
 from .card import build_model_card
-from .checks import check_repo_id, check_safetensors, check_user_path
+from .checks import check_model_name, check_repo_id, check_safetensors, check_user_path
 from .errors import PublishError
 
 __all__ = ["PUBLISHED_FILES", "push_to_hub", "save_pretrained"]
@@ -68,10 +68,12 @@ def _same_weights(model: nn.Module, weights: Path) -> bool:
     return set(saved) == set(current) and all(torch.equal(saved[k], current[k]) for k in saved)
 
 
-def _finish_config(stage: Path, weights_sha: str) -> None:
+def _finish_config(stage: Path, weights_sha: str, name: str | None = None) -> None:
     cfg = json.loads((stage / "config.json").read_text())
     refcal = cfg.setdefault("refcal", {})
     refcal["weights_sha256"] = weights_sha
+    if name is not None:
+        refcal["name"] = name
     write_json(stage / "config.json", cfg)
 
 
@@ -81,6 +83,7 @@ def save_pretrained(
     run_dir: str | Path | None = None,
     *,
     repo_id: str | None = None,
+    name: str | None = None,
 ) -> Path:
     """Write a Hub-repo folder: ``model.safetensors``, timm ``config.json``, ``README.md`` card and the evidence.
 
@@ -89,13 +92,16 @@ def save_pretrained(
     ``temperature.json``, reliability diagrams, ``train_config.yaml``, ``train_log.jsonl``, ``lt_indices.json``;
     ``model`` may then be ``None`` (if given, its weights must equal the run's). Without ``run_dir`` the model
     (a :class:`~refcal_zoo.hub.loading.ZooModel` or a timm model) is serialised with the metadata it carries.
-    ``repo_id`` only fills the card's loading snippet. ``config.json``'s ``refcal.weights_sha256`` pins the weights.
+    ``repo_id`` only fills the card's loading snippet. ``name`` is the zoo name the folder is published under
+    (``<arch>-<dataset>-<method>``; default: the run's own name), written to ``config.json`` and the card. ``config.json``'s ``refcal.weights_sha256`` pins the weights.
     Returns the folder.
     """
     folder = check_user_path(folder)
     run = check_user_path(run_dir) if run_dir is not None else None
     if repo_id is not None:
         check_repo_id(repo_id)
+    if name is not None:
+        check_model_name(name)
     if run is not None:
         if not run.is_dir():
             raise PublishError(f"run folder '{run}' does not exist")
@@ -122,7 +128,7 @@ def save_pretrained(
                     atomic_copy(src, stage / dst)
         else:
             _save_model(model, stage, folder.name)
-        _finish_config(stage, sha256_file(stage / "model.safetensors"))
+        _finish_config(stage, sha256_file(stage / "model.safetensors"), name)
         card = build_model_card(stage, repo_id=repo_id)
         write_text(stage / "README.md", str(card))
         replace_folder(stage, folder)
