@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                         else ""))
     launcher = args.launcher.split() if args.launcher else [sys.executable]
     rows = {(r["method"], int(r["seed"])): r for r in read_results(out)}  # resumable across sessions too
+    order = [c.method for c in suite.cells]
     failed = 0
     for seed in seeds:  # seed-major: a partial suite already has every method at seed 0
         for cell in cells:
@@ -374,10 +375,13 @@ def main(argv: list[str] | None = None) -> int:
                 failed += 1
                 continue
             rows[(cell.method, seed)] = row
-            write_results(out, suite, sorted(rows.values(), key=lambda r: ([c.method for c in suite.cells].index(
-                r["method"]) if r["method"] in [c.method for c in suite.cells] else 99, int(r["seed"]))))
-            if suite.data and seed == seeds[0] and not args.smoke:
-                corruption_study(suite, cell, seed, out, sys.executable)
+            write_results(out, suite, sorted(rows.values(), key=lambda r: (order.index(r["method"]) if r["method"]
+                                                                          in order else 99, int(r["seed"]))))
+    if suite.data and not args.smoke:  # after every training cell: the 3-seed tables come first
+        for cell in cells:
+            corruption_study(suite, cell, seeds[0], out, sys.executable)
+            write_results(out, suite, sorted(rows.values(), key=lambda r: (order.index(r["method"]) if r["method"]
+                                                                          in order else 99, int(r["seed"]))))
     if args.plots and rows:
         make_plots(out, list(rows.values()))
     print((out / "results.md").read_text() if (out / "results.md").is_file() else "no results", flush=True)
