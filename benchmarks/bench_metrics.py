@@ -5,7 +5,7 @@ then the same metrics with torchmetrics, netcal, relplot and scikit-learn, print
 ratio ``sum of reference times / our time``, and checks the values agree where the reference is correct.
 
     python benchmarks/bench_metrics.py                   # 1e6 x 100 (sklearn's OvO AUROC alone takes minutes)
-    python benchmarks/bench_metrics.py --n 200000 --k 100
+    python benchmarks/bench_metrics.py --n 200000 --k 100 --json benchmarks/results/bench_metrics_cpu.json
 
 Not a test: needs the dev extras (torchmetrics, netcal, relplot); missing references are skipped.
 Our SCE, ACE, AURC and E-AURC have no counterpart in these libraries (they are not timed on the reference
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import platform
 import time
 import warnings
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=100, help="number of classes (default 100)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-ovo-reference", action="store_true", help="skip sklearn's (slow) OvO AUROC")
+    ap.add_argument("--json", default=None, help="also write the timings and the agreement to this file")
     args = ap.parse_args()
 
     logits, labels = make_data(args.n, args.k, args.seed)
@@ -155,6 +157,16 @@ def main() -> None:
     no_ovo = ref_time - sum(row[2] for row in rows if row[0] == "auroc_ovo")
     print(f"  without the references' softmax: {no_softmax:.2f} s ({no_softmax / t_ours:.1f}x);  "
           f"without sklearn's OvO AUROC: {no_ovo:.2f} s ({no_ovo / t_ours:.1f}x, ours still includes it)")
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps({
+            "n": args.n, "k": args.k, "numpy": np.__version__, "cpu": cpu, "ours_seconds": round(t_ours, 3),
+            "references_seconds": round(ref_time, 3), "ratio": round(ref_time / t_ours, 2),
+            "ratio_without_ovo_reference": round(no_ovo / t_ours, 2), "values_agree": bool(all_ok),
+            "references": [{"metric": m, "library": lib, "seconds": round(t, 3)} for m, lib, t, *_ in rows],
+        }, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

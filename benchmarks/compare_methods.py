@@ -106,9 +106,13 @@ def _cifar100lt_gpu(data: str) -> Suite:
 
 
 def _cifar10lt_budget(data: str) -> Suite:
-    # equal wall time per method: one CE epoch costs ~1 unit, a two-view epoch ~2 units (see bench_step.py), the
-    # linear stage ~0.25; budgets of ~10, 30 and 60 CE-epochs' worth
-    common = [f"dataset.path={data}", "model.arch=resnet32_cifar", "train.schedule=cosine", "train.warmup_epochs=1"]
+    # Equal wall time per method, in units of one CE epoch: a two-view epoch (RefCal-joint, SupCon stage 1) costs
+    # ~2 units and a linear-probe epoch ~0.25 (benchmarks/bench_step.py), so at U units CE trains U epochs,
+    # RefCal-joint U/2 and two-stage RefCal 0.4U contrastive + 0.8U linear epochs. ResNet-20 as in the cifar10lt
+    # suite (its 5-epoch cells are the smallest budget's neighbours); 10 / 30 / 60 units are ~7 / 22 / 43 minutes
+    # per method on 2 CPU cores, ~3.6 hours for the sweep (resumable).
+    common = [f"dataset.path={data}", "model.arch=resnet20_cifar", "train.schedule=cosine", "train.warmup_epochs=1",
+              "train.checkpoint_every_epochs=1"]
     cells = []
     for units in (10, 30, 60):
         cells.append(Cell(f"ce@{units}", "resnet32-cifar10lt-ce.yaml", common + [f"train.epochs={units}"]))
@@ -119,7 +123,7 @@ def _cifar10lt_budget(data: str) -> Suite:
                           common + [f"train.epochs={stage1}", "train.batch_size=256", "train.lr=0.2",
                                     f"stage2.epochs={max(1, int(units * 0.8))}", "stage2.batch_size=256",
                                     "stage2.lr=1.0", "stage2.schedule=cosine"]))
-    return Suite("cifar10lt-budget", cells, seeds=(0,), description="ResNet-32 on CIFAR-10-LT: CE, RefCal-joint "
+    return Suite("cifar10lt-budget", cells, seeds=(0,), description="ResNet-20 on CIFAR-10-LT: CE, RefCal-joint "
                  "and two-stage RefCal at budgets of ~10, 30 and 60 CE-epochs of wall time, one seed")
 
 
@@ -185,7 +189,7 @@ def _yaml(path: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------- tables
-def t_quantile_975(dof: int) -> float:
+def t_quantile_975(dof: float) -> float:
     """Two-sided 95% Student-t quantile (scipy), for the interval half-width over seeds."""
     from scipy import stats
 
@@ -340,6 +344,42 @@ def make_plots(out: Path, rows: list[dict]) -> None:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     FigureCanvasAgg(fig).print_png(str(out / "risk_coverage.png"))
+    if any("@" in r["method"] for r in rows):
+        budget_plot(out, rows)
+
+
+BUDGET_KEYS = ("accuracy", "auroc_misclassification", "ece", "ts/ece")
+
+
+def budget_curves(rows: list[dict]) -> dict[str, list[tuple[int, float, dict]]]:
+    """Budget-suite rows (methods named ``<method>@<units>``) as ``{method: [(units, train_seconds, row)]}``."""
+    curves: dict[str, list[tuple[int, float, dict]]] = {}
+    for r in rows:
+        if "@" not in r["method"]:
+            continue
+        method, units = r["method"].split("@")
+        curves.setdefault(method, []).append((int(units), float(r["train_seconds"]), r))
+    return {m: sorted(c, key=lambda t: t[0]) for m, c in curves.items()}
+
+
+def budget_plot(out: Path, rows: list[dict]) -> None:
+    """Every headline metric against measured training time, one curve per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 7))
+    for i, key in enumerate(BUDGET_KEYS):
+        ax = fig.add_subplot(2, 2, i + 1)
+        for method, points in budget_curves(rows).items():
+            ax.plot([t / 60 for _, t, _ in points], [float(r[key]) for *_, r in points], "o-", label=method)
+            for units, t, r in points:
+                ax.annotate(str(units), (t / 60, float(r[key])), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("training time (min, 2 CPU cores)")
+        ax.set_ylabel(key)
+        ax.legend(fontsize=7)
+    fig.suptitle("Budget sweep (labels: budget in CE-epoch units)")
+    fig.tight_layout()
+    FigureCanvasAgg(fig).print_png(str(out / "budget.png"))
 
 
 def main(argv: list[str] | None = None) -> int:

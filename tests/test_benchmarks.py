@@ -52,3 +52,63 @@ def test_every_suite_names_existing_configs():
         assert suite.cells
         for cell in suite.cells:
             assert (compare.CONFIGS / cell.config).is_file(), (name, cell.config)
+
+
+_rspec = importlib.util.spec_from_file_location("make_report", REPO / "benchmarks" / "make_report.py")
+report = importlib.util.module_from_spec(_rspec)
+_rspec.loader.exec_module(report)
+
+
+def test_welch_interval_matches_scipy():
+    from scipy import stats
+
+    a, b = [0.61, 0.64, 0.60], [0.55, 0.59, 0.50, 0.58]
+    diff, lo, hi = report.welch_difference(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(sum(a) / 3 - sum(b) / 4)
+    assert (lo, hi) == (pytest.approx(ref.low, rel=1e-10), pytest.approx(ref.high, rel=1e-10))
+    d1, lo1, hi1 = report.welch_difference([0.7], b)
+    assert math.isnan(lo1) and math.isnan(hi1) and d1 == pytest.approx(0.7 - sum(b) / 4)
+
+
+def _rows(method: str, **metrics: list[float]) -> list[dict]:
+    n = len(next(iter(metrics.values())))
+    return [{"method": method, "seed": str(s), **{k: str(v[s]) for k, v in metrics.items()}} for s in range(n)]
+
+
+def test_findings_answer_the_issue_question():
+    ce = _rows("ce", accuracy=[0.60, 0.61, 0.62], auroc_misclassification=[0.70, 0.71, 0.72],
+               auroc_ovo=[0.90, 0.91, 0.92], ece=[0.10, 0.11, 0.12], **{"ts/ece": [0.02, 0.03, 0.04]},
+               nll=[1.0, 1.1, 1.2])
+    better = _rows("refcal_joint", accuracy=[0.60, 0.62, 0.63], auroc_misclassification=[0.80, 0.81, 0.82],
+                   auroc_ovo=[0.90, 0.91, 0.92], ece=[0.03, 0.04, 0.05], **{"ts/ece": [0.02, 0.03, 0.04]},
+                   nll=[0.9, 1.0, 1.1])
+    worse_acc = _rows("refcal", accuracy=[0.40, 0.41, 0.42], auroc_misclassification=[0.80, 0.81, 0.82],
+                      auroc_ovo=[0.80, 0.81, 0.82], ece=[0.03, 0.04, 0.05], **{"ts/ece": [0.02, 0.03, 0.04]},
+                      nll=[1.5, 1.6, 1.7])
+    found = {e["variant"]: e for e in report.comparisons(ce + better + worse_acc)}
+    assert set(found) == {"refcal_joint", "refcal"} and all(e["baseline"] == "ce" for e in found.values())
+    joint = found["refcal_joint"]
+    assert joint["accuracy"][3] == "no clear difference" and joint["ece"][3] == "better"
+    assert joint["auroc_misclassification"][3] == "better" and joint["ts/ece"][3] == "no clear difference"
+    assert "**yes**" in report.answer(joint)
+    assert found["refcal"]["accuracy"][3] == "worse" and found["refcal"]["nll"][3] == "worse"
+    assert "**no**" in report.answer(found["refcal"])  # better ECE and AUROC, but at lower accuracy
+
+
+def test_budget_section_finds_where_curves_cross(tmp_path, monkeypatch):
+    out = tmp_path / "cifar10lt-budget"
+    rows = []
+    for units, ce_acc, joint_acc in ((10, 0.70, 0.60), (30, 0.75, 0.74), (60, 0.78, 0.80)):
+        rows += [{"method": f"ce@{units}", "seed": "0", "train_seconds": str(40 * units), "accuracy": str(ce_acc),
+                  "auroc_misclassification": "0.8", "ece": "0.05", "ts/ece": "0.02"},
+                 {"method": f"refcal_joint@{units}", "seed": "0", "train_seconds": str(42 * units),
+                  "accuracy": str(joint_acc), "auroc_misclassification": "0.8", "ece": "0.05", "ts/ece": "0.02"}]
+    suite = compare.get_suite("cifar10lt-budget", "/data")
+    compare.write_results(out, suite, rows)
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.budget_section()
+    assert "`refcal_joint` minus CE accuracy: -0.1000 at 10, -0.0100 at 30, +0.0200 at 60" in text
+    assert "reaches CE's accuracy at 60 units" in text
+    compare.budget_plot(out, rows)
+    assert (out / "budget.png").stat().st_size > 0
