@@ -16,6 +16,9 @@ _spec = importlib.util.spec_from_file_location("compare_methods", REPO / "benchm
 compare = importlib.util.module_from_spec(_spec)
 sys.modules["compare_methods"] = compare  # dataclasses look their module up
 _spec.loader.exec_module(compare)
+_pspec = importlib.util.spec_from_file_location("publish_best", REPO / "benchmarks" / "publish_best.py")
+publish = importlib.util.module_from_spec(_pspec)
+_pspec.loader.exec_module(publish)
 
 
 def test_interval_over_seeds_is_the_student_t_one():
@@ -44,6 +47,26 @@ def test_digits_smoke_suite_runs_and_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", no_training)
     assert compare.main(["--suite", "digits", "--smoke", "--out", str(out)]) == 0  # finished cells are skipped
+
+    # publish the better of the two by validation accuracy (never test metrics) as a zoo entry
+    import shutil
+
+    import refcal_zoo
+    from refcal_zoo.zoo import INDEX_PATH, load_index
+
+    scores = {m: publish.selected_validation(out / "runs" / f"{m}-s0") for m in ("ce", "ls005")}
+    winner = max(scores, key=lambda m: (scores[m][0], -scores[m][1]))
+    index = tmp_path / "index.yaml"
+    shutil.copyfile(INDEX_PATH, index)
+    assert publish.main(["--suite", "digits", "--methods", "ce", "ls005", "--results", str(out), "--index",
+                         str(index), "--cards", str(tmp_path / "cards"), "--publish-dir", str(tmp_path / "pub")]) == 0
+    name = f"resnet8-digits-{winner}"
+    entry = load_index(index)[name]
+    assert entry.published and entry.recipe == "recipes/configs/default.yaml"
+    assert "train.seed=0" in entry.overrides and entry.dataset["id"] == "digits"
+    assert entry.metrics["accuracy"] == pytest.approx(float(next(r for r in rows if r["method"] == winner)["accuracy"]))
+    assert (tmp_path / "cards" / name / "README.md").is_file() and (index.parent / "weights" / name).is_dir()
+    assert refcal_zoo.load(tmp_path / "pub" / name).zoo_info["name"] == name
 
 
 def test_every_suite_names_existing_configs():

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Publish the best checkpoint of a suite's methods as a zoo entry, chosen on the validation split only.
+
+    python benchmarks/publish_best.py --suite cifar10lt --methods ce                   # -> resnet20-cifar10lt-ce
+    python benchmarks/publish_best.py --suite cifar10lt --methods refcal refcal_joint  # the best RefCal variant
+
+Among the finished (method, seed) runs of ``benchmarks/results/<suite>/runs/``, the winner has the highest
+validation accuracy of its selected checkpoint (ties: lower validation NLL), read from the run's ``log.jsonl``;
+test metrics play no part. The winner is published under ``<arch>-<suite>-<method>`` (``refcal-zoo publish``:
+``publish/<name>/``, git-ignored), its card and reliability diagrams are copied to ``model_cards/<name>/``, and it
+is registered in the zoo index with its weights embedded (small models), the suite's recipe and overrides as the
+way to retrain it, and a note on the budget. Nothing is pushed: run ``refcal-zoo push`` with a token for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("compare_methods", REPO / "benchmarks" / "compare_methods.py")
+compare = importlib.util.module_from_spec(_spec)
+sys.modules["compare_methods"] = compare
+_spec.loader.exec_module(compare)
+
+DATASET_IDS = {"cifar10lt": ("uoft-cs/cifar10", "CIFAR-10-LT"), "digits": ("digits", "digits-LT")}
+
+
+def selected_validation(run_dir: Path) -> tuple[float, float]:
+    """(validation accuracy, validation NLL) of the checkpoint the run selected: its last ``selected`` log entry."""
+    entries = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    chosen = [e for e in entries if e.get("selected") and "val_accuracy" in e]
+    if not chosen:
+        raise SystemExit(f"error: {run_dir}/log.jsonl has no selected epoch with validation metrics")
+    last = chosen[-1]
+    return float(last["val_accuracy"]), float(last.get("val_nll", float("nan")))
+
+
+def pick_best(runs: Path, methods: list[str]) -> tuple[Path, dict]:
+    """The finished run of ``methods`` with the best validation accuracy (then NLL); with every candidate's score."""
+    scores = {}
+    for method in methods:
+        for run_dir in sorted(runs.glob(f"{method}-s*")):
+            if run_dir.is_dir() and (run_dir / "metrics.json").is_file():
+                scores[run_dir] = selected_validation(run_dir)
+    if not scores:
+        raise SystemExit(f"error: no finished runs of {methods} in {runs}; run the suite first")
+    best = max(scores, key=lambda d: (scores[d][0], -scores[d][1]))
+    return best, {d.name: {"val_accuracy": a, "val_nll": n} for d, (a, n) in scores.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", required=True, choices=sorted(DATASET_IDS))
+    ap.add_argument("--methods", nargs="+", required=True, help="candidate methods (the best run of any wins)")
+    ap.add_argument("--results", default=None, help="suite results folder (default benchmarks/results/<suite>)")
+    ap.add_argument("--index", default=None, help="zoo index to edit (default: the package's)")
+    ap.add_argument("--cards", default=str(REPO / "model_cards"), help="where model cards go")
+    ap.add_argument("--publish-dir", default=str(REPO / "publish"), help="where the Hub-repo folder goes")
+    args = ap.parse_args(argv)
+
+    from refcal_zoo.hub import save_pretrained
+    from refcal_zoo.zoo import index_path, load_index
+    from refcal_zoo.zoo.update_index import register, write_index
+
+    results = Path(args.results) if args.results else REPO / "benchmarks" / "results" / args.suite
+    best, scores = pick_best(results / "runs", args.methods)
+    method, seed = best.name.rsplit("-s", 1)
+    cfg = json.loads((best / "config.json").read_text())
+    arch = cfg["architecture"].removesuffix("_cifar")
+    name = f"{arch}-{args.suite}-{method}"
+    print(f"candidates (validation): {json.dumps(scores, indent=1)}\nbest: {best.name} -> {name}")
+
+    folder = save_pretrained(None, Path(args.publish_dir) / name, run_dir=best, repo_id=f"refcal-zoo/{name}", name=name)
+    card_dir = Path(args.cards) / name
+    card_dir.mkdir(parents=True, exist_ok=True)
+    for f in ("README.md", "reliability.png", "reliability_ts.png"):
+        if (folder / f).is_file():
+            shutil.copyfile(folder / f, card_dir / f)
+
+    index = Path(args.index) if args.index else index_path()
+    register(folder, name=name, index=index, embed=True)
+    entries = load_index(index)
+    entry = entries[name]
+    suite = compare.get_suite(args.suite, "DATA")
+    cell = next(c for c in suite.cells if c.method == method)
+    dataset_id, dataset_name = DATASET_IDS[args.suite]
+    entry.recipe = f"recipes/configs/{cell.config}"
+    entry.overrides = [o for o in cell.overrides if not o.startswith("dataset.path=")] + [f"train.seed={seed}"]
+    entry.dataset.update({"id": dataset_id, "name": dataset_name})
+    training = cfg["refcal"]["training"]
+    entry.notes = (f"Best {'/'.join(args.methods)} run of the `{args.suite}` benchmark suite by validation accuracy "
+                   f"({best.name}; {suite.description}). Trained {training['epochs']} epochs in "
+                   f"{training['train_seconds']:.0f} s on 2 CPU cores, on the JPEG copy of {dataset_id} in "
+                   "../shared; a reduced budget, not the recipe's full one (see the card and docs/results.md).")
+    write_index(index, entries)
+    print(f"published {folder}, card {card_dir}, registered '{name}' in {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
