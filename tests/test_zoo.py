@@ -164,7 +164,7 @@ def test_add_recipe_entries_adds_only_missing_configs(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["resnet8-digitslt-refcal_joint", "resnet8-digitslt-ce", "resnet8-digitslt-refcal"])
-# (resnet32-cifar10lt-ce ships too; its check needs the CIFAR-10 test split: see test_shipped_cifar_entry)
+# (CIFAR-10-LT entries ship too; their check needs the CIFAR-10 test split: see test_shipped_cifar_entries)
 def test_shipped_entries_load_offline_and_reproduce_their_metrics(name, hf_env, no_network):
     """The published digits-LT entries ship inside the package: load them with no network and no HF cache, and
     their test-split accuracy equals the index's (recomputed through predict_proba on the embedded data)."""
@@ -182,18 +182,24 @@ def test_shipped_entries_load_offline_and_reproduce_their_metrics(name, hf_env, 
     assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=1e-12)
 
 
-def test_shipped_cifar_entry_reproduces_its_metrics(hf_env, no_network):
-    """The shipped CIFAR-10-LT entry, offline, on the shared CIFAR-10 test split (skipped where that copy is absent)."""
+def test_shipped_cifar_entries_reproduce_their_metrics(hf_env, no_network):
+    """Every shipped CIFAR-10-LT entry, offline, on the shared CIFAR-10 test split (skipped where that copy is
+    absent): its test accuracy equals the index's."""
     from .conftest import SHARED_CIFAR10
 
     if not SHARED_CIFAR10.is_dir():
         pytest.skip("shared CIFAR-10 copy (../shared/datasets/cifar10) absent")
     from refcal_zoo.data import load_image_splits
 
-    entry = load_index(INDEX_PATH)["resnet32-cifar10lt-ce"]
-    model = refcal_zoo.load("resnet32-cifar10lt-ce")
+    weights = INDEX_PATH.parent / "weights"
+    shipped = {n: e for n, e in load_index(INDEX_PATH).items()
+               if e.published and e.dataset.get("name") == "CIFAR-10-LT" and (weights / n).is_dir()}
+    assert "resnet32-cifar10lt-ce" in shipped
     test = load_image_splits(str(SHARED_CIFAR10), ["test"])
-    with torch.no_grad():
-        probs = model.predict_proba(test.images["test"])
-    accuracy = (probs.argmax(1) == test.labels["test"]).double().mean().item()
-    assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=1e-12)
+    for name, entry in shipped.items():
+        model = refcal_zoo.load(name)
+        assert model.zoo_info["source"] == "embedded", name
+        with torch.no_grad():
+            probs = model.predict_proba(test.images["test"])
+        accuracy = (probs.argmax(1) == test.labels["test"]).double().mean().item()
+        assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=1e-12), name
