@@ -266,8 +266,13 @@ def readme_section() -> str:
             continue
         suite = compare.get_suite(name, None)
         done = f"{len(rows)} of {len(suite.cells) * len(suite.seeds)} cells"
-        parts.append(f"**`{name}`** ({suite.description}; {done}):\n\n"
-                     + compare.markdown_table(compare.summarize(rows, keys), keys))
+        part = (f"**`{name}`** ({suite.description}; {done}):\n\n"
+                + compare.markdown_table(compare.summarize(rows, keys), keys))
+        found = comparisons(rows)
+        if found:
+            part += ("\n\nRefCal improved failure AUROC **and** ECE at equal-or-better accuracy (95% Welch intervals "
+                     "over seeds)?\n\n" + "\n".join(f"- {answer(e)}" for e in found))
+        parts.append(part)
     return "\n\n".join(parts) if parts else "No suite has results yet."
 
 
