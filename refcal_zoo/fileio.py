@@ -42,7 +42,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_yaml(path: Path, obj: Any, header: str = "") -> None:
-    write_text(path, header + yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+    write_text(path, header + yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=120))
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
