@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     cell = next(c for c in suite.cells if c.method == method)
     dataset_id, dataset_name = DATASET_IDS[args.suite]
     entry.recipe = f"recipes/configs/{cell.config}"
-    entry.overrides = [o for o in cell.overrides if not o.startswith("dataset.path=")] + [f"train.seed={seed}"]
+    entry.overrides = [f"name={name}", *(o for o in cell.overrides if not o.startswith("dataset.path=")),
+                       f"train.seed={seed}"]
     entry.dataset.update({"id": dataset_id, "name": dataset_name})
     training = cfg["refcal"]["training"]
     entry.notes = (f"Best {'/'.join(args.methods)} run of the `{args.suite}` benchmark suite by validation accuracy "

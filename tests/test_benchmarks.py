@@ -64,6 +64,10 @@ def test_digits_smoke_suite_runs_and_resumes(tmp_path, monkeypatch):
     entry = load_index(index)[name]
     assert entry.published and entry.recipe == "recipes/configs/default.yaml"
     assert "train.seed=0" in entry.overrides and entry.dataset["id"] == "digits"
+    from refcal_zoo.config import load_config
+
+    retrain = load_config(REPO / entry.recipe, entry.overrides)  # the entry's recipe trains what it names
+    assert retrain.name == name and retrain.model.arch == entry.arch and retrain.train.seed == 0
     assert entry.metrics["accuracy"] == pytest.approx(float(next(r for r in rows if r["method"] == winner)["accuracy"]))
     assert (tmp_path / "cards" / name / "README.md").is_file() and (index.parent / "weights" / name).is_dir()
     assert refcal_zoo.load(tmp_path / "pub" / name).zoo_info["name"] == name
