@@ -93,8 +93,8 @@ def save_pretrained(
     ``model`` may then be ``None`` (if given, its weights must equal the run's). Without ``run_dir`` the model
     (a :class:`~refcal_zoo.hub.loading.ZooModel` or a timm model) is serialised with the metadata it carries.
     ``repo_id`` only fills the card's loading snippet. ``name`` is the zoo name the folder is published under
-    (``<arch>-<dataset>-<method>``; default: the run's own name), written to ``config.json`` and the card. ``config.json``'s ``refcal.weights_sha256`` pins the weights.
-    Returns the folder.
+    (``<arch>-<dataset>-<method>``; default: the run's own name), written to ``config.json`` and the card.
+    ``config.json``'s ``refcal.weights_sha256`` pins the weights. Returns the folder.
     """
     folder = check_user_path(folder)
     run = check_user_path(run_dir) if run_dir is not None else None
