@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class Suite:
     description: str = ""
     smoke_overrides: list[str] = field(default_factory=list)
     data: str | None = None  # the evaluation dataset of the corruption study (None: no corruption study)
+    command: str | None = None  # how to run it, where that is not ``compare_methods.py --suite <name>``
 
 
 # digits-LT: every method at the default's full budget (60 epochs); the loss settings are those of the CIFAR configs
@@ -105,7 +107,7 @@ def _cifar100lt_gpu(data: str) -> Suite:
                  "budgets (LDAM-DRW 200 epochs; two-stage RefCal 1000 + 100 epochs), meant for one GPU")
 
 
-def _cifar10lt_budget(data: str) -> Suite:
+def _cifar10lt_budget(data: str, gpu: bool = False) -> Suite:
     # Equal wall time per method, in units of one CE epoch: a two-view epoch (RefCal-joint, SupCon stage 1) costs
     # ~2 units and a linear-probe epoch ~0.25 (benchmarks/bench_step.py), so at U units CE trains U epochs,
     # RefCal-joint U/2 and two-stage RefCal 0.4U contrastive + 0.8U linear epochs. ResNet-20 as in the cifar10lt
@@ -123,6 +125,11 @@ def _cifar10lt_budget(data: str) -> Suite:
                           common + [f"train.epochs={stage1}", "train.batch_size=256", "train.lr=0.2",
                                     f"stage2.epochs={max(1, int(units * 0.8))}", "stage2.batch_size=256",
                                     "stage2.lr=1.0", "stage2.schedule=cosine"]))
+    if gpu:  # the same cells (same epochs, fp32) on one GPU: scripts/budget_sweep_gpu.sh runs the methods side by side
+        return Suite("cifar10lt-budget-gpu", cells, seeds=(0,), description="The `cifar10lt-budget` cells (same "
+                     "epochs, fp32) trained on one GPU, the three methods as concurrent processes "
+                     "(`scripts/budget_sweep_gpu.sh`); budgets stay in 2-core-CPU CE-epoch units, GPU times are "
+                     "shared-GPU wall times", command="scripts/budget_sweep_gpu.sh")
     return Suite("cifar10lt-budget", cells, seeds=(0,), description="ResNet-20 on CIFAR-10-LT: CE, RefCal-joint "
                  "and two-stage RefCal at budgets of ~10, 30 and 60 CE-epochs of wall time, one seed")
 
@@ -131,7 +138,8 @@ def get_suite(name: str, data: str | None) -> Suite:
     cifar = data or str(SHARED_CIFAR10)
     factories = {"digits": _digits, "cifar10lt": lambda: _cifar10lt(cifar),
                  "cifar100lt-gpu": lambda: _cifar100lt_gpu(data or ""),
-                 "cifar10lt-budget": lambda: _cifar10lt_budget(cifar)}
+                 "cifar10lt-budget": lambda: _cifar10lt_budget(cifar),
+                 "cifar10lt-budget-gpu": lambda: _cifar10lt_budget(cifar, gpu=True)}
     if name not in factories:
         raise SystemExit(f"error: unknown suite '{name}' (choose {', '.join(factories)})")
     return factories[name]()
@@ -168,7 +176,8 @@ def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
         "method_name": cfg["method"]["name"], "base_loss": cfg["method"]["base_loss"], "arch": cfg["model"]["arch"],
         "epochs": cfg["train"]["epochs"], "stage2_epochs": cfg["stage2"]["epochs"] if cfg["method"]["name"] ==
         "refcal" else "", "train_images": len(json.loads((run_dir / "lt_indices.json").read_text())["train_indices"]),
-        "train_seconds": refcal["training"]["train_seconds"], "temperature": refcal.get("temperature"),
+        "train_seconds": refcal["training"]["train_seconds"], "device": refcal["training"].get("device", ""),
+        "temperature": refcal.get("temperature"),
         "selected_epoch": (refcal.get("selection") or {}).get("epoch"), "run_dir": _display(run_dir),
     }
     row.update({k: v for k, v in metrics.items() if k != "n"})
@@ -248,6 +257,34 @@ def write_results(out: Path, suite: Suite, rows: list[dict]) -> None:
         text += ("\n## Corruptions (seed 0, CIFAR-10-C-style, 10 corruptions x 5 severities)\n\n"
                  + corruption_table(out) + "\n")
     (out / "results.md").write_text(text)
+
+
+@contextmanager
+def results_lock(out: Path):
+    """Serialize read-merge-write of ``results.csv``: several processes may fill one suite folder (the methods of
+    ``scripts/budget_sweep_gpu.sh`` train side by side)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".results.lock", "w") as fh:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: one process per suite folder
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def record_results(out: Path, suite: Suite, rows: dict[tuple[str, int], dict]) -> None:
+    """Add the rows other processes wrote since we started to ``rows``, then rewrite the suite's tables."""
+    order = [c.method for c in suite.cells]
+    with results_lock(out):
+        for r in read_results(out):
+            rows.setdefault((r["method"], int(r["seed"])), r)
+        write_results(out, suite, sorted(rows.values(), key=lambda r: (order.index(r["method"]) if r["method"]
+                                                                      in order else 99, int(r["seed"]))))
 
 
 def read_results(out: Path) -> list[dict]:
@@ -367,6 +404,7 @@ def budget_plot(out: Path, rows: list[dict]) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    devices = ", ".join(sorted({r.get("device") or "2 CPU cores" for r in rows if "@" in r["method"]}))
     fig = Figure(figsize=(10, 7))
     for i, key in enumerate(BUDGET_KEYS):
         ax = fig.add_subplot(2, 2, i + 1)
@@ -374,7 +412,7 @@ def budget_plot(out: Path, rows: list[dict]) -> None:
             ax.plot([t / 60 for _, t, _ in points], [float(r[key]) for *_, r in points], "o-", label=method)
             for units, t, r in points:
                 ax.annotate(str(units), (t / 60, float(r[key])), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("training time (min, 2 CPU cores)")
+        ax.set_xlabel(f"training time (min, {devices})")
         ax.set_ylabel(key)
         ax.legend(fontsize=7)
     fig.suptitle("Budget sweep (labels: budget in CE-epoch units)")
@@ -404,7 +442,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                                         else ""))
     launcher = args.launcher.split() if args.launcher else [sys.executable]
     rows = {(r["method"], int(r["seed"])): r for r in read_results(out)}  # resumable across sessions too
-    order = [c.method for c in suite.cells]
     failed = 0
     for seed in seeds:  # seed-major: a partial suite already has every method at seed 0
         for cell in cells:
@@ -415,13 +452,11 @@ def main(argv: list[str] | None = None) -> int:
                 failed += 1
                 continue
             rows[(cell.method, seed)] = row
-            write_results(out, suite, sorted(rows.values(), key=lambda r: (order.index(r["method"]) if r["method"]
-                                                                          in order else 99, int(r["seed"]))))
+            record_results(out, suite, rows)
     if suite.data and not args.smoke:  # after every training cell: the 3-seed tables come first
         for cell in cells:
             corruption_study(suite, cell, seeds[0], out, sys.executable)
-            write_results(out, suite, sorted(rows.values(), key=lambda r: (order.index(r["method"]) if r["method"]
-                                                                          in order else 99, int(r["seed"]))))
+            record_results(out, suite, rows)
     if args.plots and rows:
         make_plots(out, list(rows.values()))
     print((out / "results.md").read_text() if (out / "results.md").is_file() else "no results", flush=True)

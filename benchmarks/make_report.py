@@ -25,7 +25,7 @@ compare = importlib.util.module_from_spec(_spec)
 sys.modules["compare_methods"] = compare
 _spec.loader.exec_module(compare)
 
-SUITES = ("digits", "cifar10lt", "cifar10lt-budget", "cifar100lt-gpu")
+SUITES = ("digits", "cifar10lt", "cifar10lt-budget", "cifar10lt-budget-gpu", "cifar100lt-gpu")
 
 
 def suite_section(name: str) -> str:
@@ -33,12 +33,12 @@ def suite_section(name: str) -> str:
     rows = compare.read_results(out)
     suite = compare.get_suite(name, None)
     expected = len(suite.cells) * len(suite.seeds)
-    head = f"## `{name}`\n\n{suite.description}.\n\nCommand: `python benchmarks/compare_methods.py --suite {name}`.\n\n"
+    head = f"## `{name}`\n\n{suite.description}.\n\nCommand: `{suite.command or f"python benchmarks/compare_methods.py --suite {name}"}`.\n\n"
     if not rows:
         return head + "Not run yet.\n"
     done = f"{len(rows)} of {expected} (method, seed) cells finished"
     body = f"{done}.\n\n{compare.markdown_table(compare.summarize(rows))}\n"
-    extra = [findings_section(name), budget_section() if name == "cifar10lt-budget" else ""]
+    extra = [findings_section(name), budget_section(name) if name.startswith("cifar10lt-budget") else ""]
     body += "".join("\n" + part for part in extra if part)
     if (out / "corruptions").is_dir():
         body += "\nCorruption study (seed-0 models):\n\n" + compare.corruption_table(out) + "\n"
@@ -199,8 +199,8 @@ def paper_section() -> str:
     return "\n".join(lines)
 
 
-def budget_section() -> str:
-    rows = compare.read_results(RESULTS / "cifar10lt-budget")
+def budget_section(name: str = "cifar10lt-budget") -> str:
+    rows = compare.read_results(RESULTS / name)
     curves = compare.budget_curves(rows)
     if not curves:
         return ""

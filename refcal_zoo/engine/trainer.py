@@ -272,7 +272,8 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
     if accelerator.is_main_process:  # every process holds all logits (gathered); one evaluates and writes
         temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
         metrics = _evaluate(test_logits, test_labels, data, temperature)
-        refcal_block = _refcal_block(cfg, data, metrics, images_per_second, state.train_seconds)
+        refcal_block = _refcal_block(cfg, data, metrics, images_per_second, state.train_seconds,
+                                     _device_name(accelerator))
         refcal_block["temperature"] = temperature
         refcal_block["selection"] = {"rule": select, "epoch": state.best_epoch if select != "last" else None}
         export_timm_folder(model, stage_dir, label_names=data.class_names, refcal=refcal_block)
@@ -356,7 +357,19 @@ def _json_ready(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
-def _refcal_block(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float) -> dict[str, Any]:
+def _device_name(accelerator: Accelerator) -> str:
+    """What the timings were measured on: the accelerator's name, or the CPU and its thread count."""
+    device = accelerator.device
+    procs = f" x {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}{procs}"
+    if device.type == "cpu":
+        return f"CPU, {torch.get_num_threads()} threads{procs}"
+    return f"{device.type}{procs}"
+
+
+def _refcal_block(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float,
+                  device: str) -> dict[str, Any]:
     rec = data.split
     return {
         "name": cfg.name,
@@ -370,7 +383,7 @@ def _refcal_block(cfg: Config, data: PreparedData, metrics: dict, ips: float, se
                     "val_sha256": indices_sha256(rec.val_indices), "test_split": cfg.dataset.test_split},
         "training": {"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
                      "schedule": cfg.train.schedule, "seed": cfg.train.seed, "train_seconds": round(seconds, 1),
-                     "train_images_per_second": round(ips, 1)},
+                     "train_images_per_second": round(ips, 1), "device": device},
         "temperature": None,
         "metrics": {k: v for k, v in _json_ready(metrics).items()
                     if "/" not in k or (k.startswith("ts/") and k.count("/") == 1)},

@@ -422,7 +422,8 @@ def build_model_card(folder: str | Path, *, repo_id: str | None = None) -> Model
     train_counts = ds.get("train_counts") or (rec.lt or {}).get("train_counts")
     training_lines = _budget_lines(rec, train_counts)
     if training.get("train_seconds") is not None:
-        training_lines.append(f"Wall-clock training time: {training['train_seconds']} s at "
+        on = f" on {training['device']}" if training.get("device") else ""
+        training_lines.append(f"Wall-clock training time: {training['train_seconds']} s{on} at "
                               f"{training.get('train_images_per_second')} images/s (training loop only; evaluation "
                               "and temperature fitting excluded).")
     t = tc.get("train") or {}
