@@ -389,13 +389,26 @@ BUDGET_KEYS = ("accuracy", "auroc_misclassification", "ece", "ts/ece")
 
 
 def budget_curves(rows: list[dict]) -> dict[str, list[tuple[int, float, dict]]]:
-    """Budget-suite rows (methods named ``<method>@<units>``) as ``{method: [(units, train_seconds, row)]}``."""
-    curves: dict[str, list[tuple[int, float, dict]]] = {}
+    """Budget-suite rows (methods named ``<method>@<units>``) as ``{method: [(units, train_seconds, point)]}``.
+
+    Seeds are averaged: ``point`` holds the seed mean of every ``BUDGET_KEYS`` metric and ``per_seed``, the
+    ``{seed: value}`` maps that paired comparisons between methods need.
+    """
+    cells: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         if "@" not in r["method"]:
             continue
         method, units = r["method"].split("@")
-        curves.setdefault(method, []).append((int(units), float(r["train_seconds"]), r))
+        cells.setdefault((method, int(units)), []).append(r)
+    curves: dict[str, list[tuple[int, float, dict]]] = {}
+    for (method, units), group in cells.items():
+        point: dict = {"seeds": len(group), "per_seed": {}}
+        for key in BUDGET_KEYS:
+            values = {int(r["seed"]): float(r[key]) for r in group}
+            point[key] = sum(values.values()) / len(values)
+            point["per_seed"][key] = values
+        seconds = sum(float(r["train_seconds"]) for r in group) / len(group)
+        curves.setdefault(method, []).append((units, seconds, point))
     return {m: sorted(c, key=lambda t: t[0]) for m, c in curves.items()}
 
 

@@ -5,7 +5,7 @@
 # budgets largest first, so a time limit cuts the small budgets that a CPU can also run.
 #
 #   scripts/prepare_device_data.sh                 # once, on a machine with ../shared: CIFAR-10 into device_data/
-#   scripts/budget_sweep_gpu.sh [DATA_DIR] [OUT]   # defaults: device_data/cifar10,
+#   [SEEDS="0 1"] scripts/budget_sweep_gpu.sh [DATA_DIR] [OUT]   # defaults: device_data/cifar10,
 #                                                  #           benchmarks/results/cifar10lt-budget-gpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ start=$(date +%s)
 for method in ce refcal_joint refcal; do
     (for units in 60 10 30; do
         "$py" benchmarks/compare_methods.py --suite cifar10lt-budget-gpu --data "$data" --out "$out" \
-            --methods "$method@$units" || echo "$method@$units failed"
+            --methods "$method@$units" --seeds ${SEEDS:-0} || echo "$method@$units failed"
     done) > "$out/lane-$method.log" 2>&1 &
 done
 wait

@@ -39,6 +39,7 @@ def test_digits_smoke_suite_runs_and_resumes(tmp_path, monkeypatch):
         rows = list(csv.DictReader(fh))
     assert [(r["method"], r["seed"], r["epochs"]) for r in rows] == [("ce", "0", "1"), ("ls005", "0", "1")]
     assert all(0 <= float(r["accuracy"]) <= 1 and r["ts/ece"] for r in rows)
+    assert all(r["device"].startswith("CPU, ") for r in rows)  # what the train times were measured on
     assert "| ce | 1 |" in (out / "results.md").read_text()
     assert {"reliability_grid.png", "accuracy_ece_auroc.png", "risk_coverage.png"} <= {p.name for p in out.iterdir()}
 
@@ -74,7 +75,7 @@ def test_digits_smoke_suite_runs_and_resumes(tmp_path, monkeypatch):
 
 
 def test_every_suite_names_existing_configs():
-    for name in ("digits", "cifar10lt", "cifar100lt-gpu", "cifar10lt-budget"):
+    for name in ("digits", "cifar10lt", "cifar100lt-gpu", "cifar10lt-budget", "cifar10lt-budget-gpu"):
         suite = compare.get_suite(name, "/data")
         assert suite.cells
         for cell in suite.cells:
@@ -123,19 +124,49 @@ def test_findings_answer_the_issue_question():
     assert "**no**" in report.answer(found["refcal"])  # better ECE and AUROC, but at lower accuracy
 
 
+def _budget_row(method: str, units: int, seed: int, acc: float, seconds: float, ece: float = 0.05) -> dict:
+    return {"method": f"{method}@{units}", "seed": str(seed), "train_seconds": str(seconds), "accuracy": str(acc),
+            "auroc_misclassification": "0.8", "ece": str(ece), "ts/ece": "0.02", "device": "CPU, 2 threads"}
+
+
 def test_budget_section_finds_where_curves_cross(tmp_path, monkeypatch):
     out = tmp_path / "cifar10lt-budget"
     rows = []
     for units, ce_acc, joint_acc in ((10, 0.70, 0.60), (30, 0.75, 0.74), (60, 0.78, 0.80)):
-        rows += [{"method": f"ce@{units}", "seed": "0", "train_seconds": str(40 * units), "accuracy": str(ce_acc),
-                  "auroc_misclassification": "0.8", "ece": "0.05", "ts/ece": "0.02"},
-                 {"method": f"refcal_joint@{units}", "seed": "0", "train_seconds": str(42 * units),
-                  "accuracy": str(joint_acc), "auroc_misclassification": "0.8", "ece": "0.05", "ts/ece": "0.02"}]
+        rows += [_budget_row("ce", units, 0, ce_acc, 40 * units), _budget_row("refcal_joint", units, 0, joint_acc,
+                                                                             42 * units, ece=0.03)]
     suite = compare.get_suite("cifar10lt-budget", "/data")
     compare.write_results(out, suite, rows)
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     text = report.budget_section()
     assert "`refcal_joint` minus CE accuracy: -0.1000 at 10, -0.0100 at 30, +0.0200 at 60" in text
     assert "reaches CE's accuracy at 60 units" in text
+    assert "At 60 units, against CE (seed means): failure AUROC +0.0000, ECE -0.0200" in text
+    assert "Trained on: CPU, 2 threads" in text
     compare.budget_plot(out, rows)
     assert (out / "budget.png").stat().st_size > 0
+
+
+def test_budget_curves_average_seeds_and_cross_only_when_every_seed_does(tmp_path, monkeypatch):
+    rows = [_budget_row("ce", 10, 0, 0.70, 60), _budget_row("ce", 10, 1, 0.72, 80),
+            _budget_row("refcal_joint", 10, 0, 0.71, 70), _budget_row("refcal_joint", 10, 1, 0.70, 90),  # split
+            _budget_row("ce", 30, 0, 0.75, 200), _budget_row("ce", 30, 1, 0.75, 200),
+            _budget_row("refcal_joint", 30, 0, 0.76, 210), _budget_row("refcal_joint", 30, 1, 0.77, 230)]
+    curves = compare.budget_curves(rows)
+    (u10, t10, p10), _ = curves["ce"]
+    assert (u10, t10, p10["seeds"]) == (10, 70.0, 2) and p10["accuracy"] == pytest.approx(0.71)
+    assert p10["per_seed"]["accuracy"] == {0: 0.70, 1: 0.72}
+    (line, _) = report.crossing_lines(curves)
+    assert "-0.0050 at 10 (seeds +0.0100/-0.0200), +0.0150 at 30 (seeds +0.0100/+0.0200)" in line
+    assert line.endswith("it reaches CE's accuracy at 30 units with every seed.")
+
+
+def test_concurrent_processes_share_one_results_file(tmp_path):
+    """Each process merges what the others wrote (the methods of the GPU sweep run side by side)."""
+    suite = compare.get_suite("cifar10lt-budget-gpu", "/data")
+    mine = {("ce@10", 0): _budget_row("ce", 10, 0, 0.70, 60)}
+    theirs = {("refcal@10", 0): _budget_row("refcal", 10, 0, 0.40, 60)}
+    compare.record_results(tmp_path, suite, theirs)  # the other process finished first
+    compare.record_results(tmp_path, suite, mine)  # ours started before that and knew nothing of it
+    assert [r["method"] for r in compare.read_results(tmp_path)] == ["ce@10", "refcal@10"]  # suite order, both kept
+    assert suite.command == "scripts/budget_sweep_gpu.sh" and (REPO / suite.command).is_file()
