@@ -126,10 +126,10 @@ def _cifar10lt_budget(data: str, gpu: bool = False) -> Suite:
                                     f"stage2.epochs={max(1, int(units * 0.8))}", "stage2.batch_size=256",
                                     "stage2.lr=1.0", "stage2.schedule=cosine"]))
     if gpu:  # the same cells (same epochs, fp32) on one GPU: scripts/budget_sweep_gpu.sh runs the methods side by side
-        return Suite("cifar10lt-budget-gpu", cells, seeds=(0,), description="The `cifar10lt-budget` cells (same "
+        return Suite("cifar10lt-budget-gpu", cells, seeds=(0, 1), description="The `cifar10lt-budget` cells (same "
                      "epochs, fp32) trained on one GPU, the three methods as concurrent processes "
-                     "(`scripts/budget_sweep_gpu.sh`); budgets stay in 2-core-CPU CE-epoch units, GPU times are "
-                     "shared-GPU wall times", command="scripts/budget_sweep_gpu.sh")
+                     "(`scripts/budget_sweep_gpu.sh`), seeds 0 and 1; budgets stay in 2-core-CPU CE-epoch units, "
+                     "GPU times are shared-GPU wall times", command="scripts/budget_sweep_gpu.sh")
     return Suite("cifar10lt-budget", cells, seeds=(0,), description="ResNet-20 on CIFAR-10-LT: CE, RefCal-joint "
                  "and two-stage RefCal at budgets of ~10, 30 and 60 CE-epochs of wall time, one seed")
 

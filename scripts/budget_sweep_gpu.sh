@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The budget sweep (`cifar10lt-budget`: CE, RefCal-joint, two-stage RefCal at 10 / 30 / 60 CE-epoch units, ResNet-20,
-# seed 0, fp32) on one GPU, as the suite `cifar10lt-budget-gpu`. A ResNet-20 at batch 128 leaves an H200 mostly
+# seeds 0 and 1, fp32) on one GPU, as the suite `cifar10lt-budget-gpu`. A ResNet-20 at batch 128 leaves an H200 mostly
 # idle, so the three methods train side by side as three processes sharing one results folder; each takes its
 # budgets largest first, so a time limit cuts the small budgets that a CPU can also run.
 #
@@ -23,7 +23,7 @@ start=$(date +%s)
 for method in ce refcal_joint refcal; do
     (for units in 60 10 30; do
         "$py" benchmarks/compare_methods.py --suite cifar10lt-budget-gpu --data "$data" --out "$out" \
-            --methods "$method@$units" --seeds ${SEEDS:-0} || echo "$method@$units failed"
+            --methods "$method@$units" --seeds ${SEEDS:-0 1} || echo "$method@$units failed"
     done) > "$out/lane-$method.log" 2>&1 &
 done
 wait
