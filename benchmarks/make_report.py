@@ -220,7 +220,26 @@ def budget_section(name: str = "cifar10lt-budget") -> str:
                     lines.append(f"| {u} | {method} | {p['seeds']} | {t / 60:.1f} | {p['accuracy']:.4f} | "
                                  f"{p['auroc_misclassification']:.4f} | {p['ece']:.4f} | {p['ts/ece']:.4f} |")
     lines += ["", *crossing_lines(curves)]
+    if name != "cifar10lt-budget":
+        lines += device_agreement_lines(rows, compare.read_results(RESULTS / "cifar10lt-budget"))
     return "\n".join(lines) + "\n"
+
+
+def device_agreement_lines(gpu_rows: list[dict], cpu_rows: list[dict]) -> list[str]:
+    """The cells both sweeps trained (same config and seed): how far the two devices' results lie apart."""
+    cpu = {(r["method"], r["seed"]): r for r in cpu_rows}
+    pairs = [(g, cpu[(g["method"], g["seed"])]) for g in gpu_rows if (g["method"], g["seed"]) in cpu]
+    if not pairs:
+        return []
+    lines = ["", "The same cells on the 2-core CPU (`cifar10lt-budget`), same configs and seeds. Other floating-point "
+             "kernels (GPU, another torch build) send training down another path, so one cell can move between devices "
+             "as much as between seeds (compare the two GPU seeds above).", "",
+             "| cell | seed | CPU accuracy | GPU accuracy | CPU train min | GPU train min |",
+             "|---|---|---|---|---|---|"]
+    for g, c in pairs:
+        lines.append(f"| {g['method']} | {g['seed']} | {float(c['accuracy']):.4f} | {float(g['accuracy']):.4f} | "
+                     f"{float(c['train_seconds']) / 60:.1f} | {float(g['train_seconds']) / 60:.1f} |")
+    return lines
 
 
 def crossing_lines(curves: dict[str, list[tuple[int, float, dict]]]) -> list[str]:

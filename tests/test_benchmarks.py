@@ -170,3 +170,12 @@ def test_concurrent_processes_share_one_results_file(tmp_path):
     compare.record_results(tmp_path, suite, mine)  # ours started before that and knew nothing of it
     assert [r["method"] for r in compare.read_results(tmp_path)] == ["ce@10", "refcal@10"]  # suite order, both kept
     assert suite.command == "scripts/budget_sweep_gpu.sh" and (REPO / suite.command).is_file()
+
+
+def test_device_agreement_pairs_the_same_cell_and_seed():
+    gpu = [_budget_row("ce", 10, 0, 0.69, 24), _budget_row("ce", 10, 1, 0.70, 24), _budget_row("ce", 30, 0, 0.78, 72)]
+    cpu = [_budget_row("ce", 10, 0, 0.70, 456)]
+    lines = report.device_agreement_lines(gpu, cpu)
+    assert lines[-1] == "| ce@10 | 0 | 0.7000 | 0.6900 | 7.6 | 0.4 |"
+    assert sum(ln.startswith("| ce@") for ln in lines) == 1
+    assert report.device_agreement_lines(gpu, []) == []
