@@ -417,7 +417,7 @@ def budget_plot(out: Path, rows: list[dict]) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    devices = ", ".join(sorted({r.get("device") or "2 CPU cores" for r in rows if "@" in r["method"]}))
+    devices = ", ".join(sorted({r["device"] for r in rows if "@" in r["method"] and r.get("device")})) or "device?"
     fig = Figure(figsize=(10, 7))
     for i, key in enumerate(BUDGET_KEYS):
         ax = fig.add_subplot(2, 2, i + 1)

@@ -208,7 +208,10 @@ def budget_section(name: str = "cifar10lt-budget") -> str:
     if not curves:
         return ""
     units = sorted({u for points in curves.values() for u, _, _ in points})
-    devices = ", ".join(sorted({r.get("device") or "2 CPU cores (not recorded)" for r in rows}))
+    devices = ", ".join(sorted({r["device"] for r in rows if r.get("device")})) or "not recorded"
+    unrecorded = sum(not r.get("device") for r in rows)
+    if unrecorded and devices != "not recorded":
+        devices += f" ({unrecorded} cell(s) ran before the device was recorded)"
     lines = ["### How the gap moves with budget", "",
              f"Seed means; per-seed values in the CSV. Trained on: {devices}.", "",
              "| budget (CE-epoch units) | method | seeds | train min | accuracy | failure AUROC | ECE | ECE after TS |",
@@ -248,12 +251,13 @@ def crossing_lines(curves: dict[str, list[tuple[int, float, dict]]]) -> list[str
     if "ce" not in curves:
         return []
     ce = {u: p for u, _, p in curves["ce"]}
+    ce_seconds = {u: t for u, t, _ in curves["ce"]}
     lines = []
     for method, points in curves.items():
         if method == "ce":
             continue
-        parts, crossed = [], None
-        for u, _, p in points:
+        parts, times, crossed = [], [], None
+        for u, t, p in points:
             if u not in ce:
                 continue
             acc, ce_acc = p["per_seed"]["accuracy"], ce[u]["per_seed"]["accuracy"]
@@ -263,6 +267,7 @@ def crossing_lines(curves: dict[str, list[tuple[int, float, dict]]]) -> list[str
             mean = sum(paired) / len(paired)
             each = "/".join(f"{g:+.4f}" for g in paired)
             parts.append(f"{mean:+.4f} at {u}" + (f" (seeds {each})" if len(paired) > 1 else ""))
+            times.append(f"{t / ce_seconds[u]:.2f}x at {u}")
             if crossed is None and all(g >= 0 for g in paired):
                 crossed = u
         if not parts:
@@ -270,7 +275,8 @@ def crossing_lines(curves: dict[str, list[tuple[int, float, dict]]]) -> list[str
         where = (f"it reaches CE's accuracy at {crossed} units" + (" with every seed" if ce[crossed]["seeds"] > 1
                                                                   else "")
                  if crossed is not None else "it stays below CE at every measured budget")
-        lines.append(f"- `{method}` minus CE accuracy: {', '.join(parts)}; {where}.")
+        lines.append(f"- `{method}` minus CE accuracy: {', '.join(parts)}; {where}. Its training time against "
+                     f"CE's: {', '.join(times)}.")
         top = max(u for u, _, _ in points if u in ce)
         p = next(p for u, _, p in points if u == top)
         d = {k: p[k] - ce[top][k] for k in ("auroc_misclassification", "ece", "ts/ece")}
