@@ -127,12 +127,12 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def published(trained_run, tmp_path_factory) -> Path:
-    """``save_pretrained`` of the session run (read-only for tests: copy before modifying)."""
+    """``publish_run`` of the session run (read-only for tests: copy before modifying)."""
     if "published" not in _CACHE:
-        from refcal_zoo import save_pretrained
+        from refcal_zoo import publish_run
 
-        _CACHE["published"] = save_pretrained(None, tmp_path_factory.mktemp("zoo_pub") / ZOO_NAME,
-                                               run_dir=trained_run, repo_id=REPO_ID)
+        _CACHE["published"] = publish_run(trained_run, tmp_path_factory.mktemp("zoo_pub") / ZOO_NAME,
+                                          repo_id=REPO_ID)
     return _CACHE["published"]
 
 

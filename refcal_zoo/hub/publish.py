@@ -10,11 +10,12 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import HfApi
 from huggingface_hub import constants as hf_constants
 from torch import nn
 
@@ -277,17 +278,13 @@ def push_folder(
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
     if revision is not None:
         api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
-    operations = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if not path.is_file() or any(p.startswith(".") or p.endswith((".tmp", ".incomplete")) for p in rel.split("/")):
-            continue
-        content: Any = readme if (rel == "README.md" and readme is not None) else str(path)
-        operations.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=content))
-    return api.create_commit(
-        repo_id=repo_id,
-        operations=operations,
-        repo_type=repo_type,
-        revision=revision,
-        commit_message=commit_message or f"Upload {folder.name} with refcal_zoo {__version__}",
-    )
+    kw = dict(repo_id=repo_id, repo_type=repo_type, revision=revision,
+              commit_message=commit_message or f"Upload {folder.name} with refcal_zoo {__version__}",
+              ignore_patterns=[".*", "*.tmp", "*.incomplete*"])
+    if readme is None:
+        return api.upload_folder(folder_path=str(folder), **kw)
+    with tempfile.TemporaryDirectory(prefix="refcal_zoo_push_") as tmp:  # the local folder is only read
+        upload = Path(tmp) / folder.name
+        shutil.copytree(folder, upload, ignore=shutil.ignore_patterns(".*", "*.tmp", "*.incomplete*"))
+        (upload / "README.md").write_bytes(readme)
+        return api.upload_folder(folder_path=str(upload), **kw)

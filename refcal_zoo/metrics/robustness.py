@@ -27,7 +27,8 @@ def evaluate_corruptions(
 
     Returns ``{"clean": metrics, "cells": [{"corruption", "severity", **metrics}, ...], "summary": {...}}`` where
     the summary holds ``mean_corruption_error`` (the error rate averaged over every corruption x severity cell,
-    unnormalised; not ``mce``, which is the maximum calibration error of the metric suite, as the RefCal release reports it), ``error/<corruption>`` (averaged over severities) and
+    unnormalised, as the RefCal release reports it; not ``mce``, the metric suite's maximum calibration error),
+    ``error/<corruption>`` (averaged over severities) and
     ``mean/<key>`` (every metric averaged over the cells). Corruptions are drawn reproducibly from ``seed``.
     """
     from ..data.corruptions import CORRUPTIONS, corrupt
