@@ -227,3 +227,14 @@ def tree_digest(folder: Path) -> str:
 def copy_folder(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+_TRAINING_FIXTURES = {"trained_run", "published", "finished_run", "reference_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need a full training run (through the session fixtures) are ``slow``: ``-m 'not slow'`` skips them
+    while developing; CI runs everything."""
+    for item in items:
+        if _TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
