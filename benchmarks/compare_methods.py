@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from refcal_zoo.record import read_record
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "recipes" / "configs"
 SHARED_CIFAR10 = REPO.parent / "shared" / "datasets" / "cifar10"
@@ -169,16 +171,16 @@ def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launch
 
 def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    refcal = json.loads((run_dir / "config.json").read_text())["refcal"]
+    record = read_record(json.loads((run_dir / "config.json").read_text()))  # version 2, or a version-1 run folder
     cfg = _yaml(run_dir / "config.yaml")
     row = {
         "suite": suite.name, "method": cell.method, "seed": seed, "config": cell.config,
         "method_name": cfg["method"]["name"], "base_loss": cfg["method"]["base_loss"], "arch": cfg["model"]["arch"],
         "epochs": cfg["train"]["epochs"], "stage2_epochs": cfg["stage2"]["epochs"] if cfg["method"]["name"] ==
         "refcal" else "", "train_images": len(json.loads((run_dir / "lt_indices.json").read_text())["train_indices"]),
-        "train_seconds": refcal["training"]["train_seconds"], "device": refcal["training"].get("device", ""),
-        "temperature": refcal.get("temperature"),
-        "selected_epoch": (refcal.get("selection") or {}).get("epoch"), "run_dir": _display(run_dir),
+        "train_seconds": record.budget.train_seconds, "device": record.budget.device or "",
+        "temperature": record.temperature,
+        "selected_epoch": record.selection.epoch, "run_dir": _display(run_dir),
     }
     row.update({k: v for k, v in metrics.items() if k != "n"})
     row["n_test"] = metrics.get("n")
@@ -316,7 +318,8 @@ def corruption_table(out: Path) -> str:
     for path in sorted((out / "corruptions").glob("*.json")):
         rep = json.loads(path.read_text())
         s, clean = rep["corruptions"]["summary"], rep["corruptions"]["clean"]
-        rows.append(f"| {path.stem} | {clean['accuracy']:.4f} | {s['mce']:.4f} | {s['mean/accuracy']:.4f} | "
+        mce = s.get("mean_corruption_error", s.get("mce"))  # reports written before the rename say "mce"
+        rows.append(f"| {path.stem} | {clean['accuracy']:.4f} | {mce:.4f} | {s['mean/accuracy']:.4f} | "
                     f"{s['mean/ece']:.4f} | {s.get('mean/ts/ece', float('nan')):.4f} | "
                     f"{s['mean/auroc_misclassification']:.4f} |")
     return "\n".join(rows)

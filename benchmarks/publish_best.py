@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publish-dir", default=str(REPO / "publish"), help="where the Hub-repo folder goes")
     args = ap.parse_args(argv)
 
-    from refcal_zoo.hub import save_pretrained
+    from refcal_zoo.hub import publish_run
+    from refcal_zoo.record import read_record
     from refcal_zoo.zoo import index_path, load_index
     from refcal_zoo.zoo.update_index import register, write_index
 
@@ -75,15 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{arch}-{args.suite}-{method}"
     print(f"candidates (validation): {json.dumps(scores, indent=1)}\nbest: {best.name} -> {name}")
 
-    folder = save_pretrained(None, Path(args.publish_dir) / name, run_dir=best, repo_id=f"refcal-zoo/{name}", name=name)
+    folder = publish_run(best, Path(args.publish_dir) / name, name=name)  # nothing pushed: no hf-hub line
+
+    index = Path(args.index) if args.index else index_path()
+    register(folder, name=name, index=index, embed=True)  # the embedded copy's card names the zoo entry and tag
+    embedded = index.parent / "weights" / name
     card_dir = Path(args.cards) / name
     card_dir.mkdir(parents=True, exist_ok=True)
     for f in ("README.md", "reliability.png", "reliability_ts.png"):
-        if (folder / f).is_file():
-            shutil.copyfile(folder / f, card_dir / f)
-
-    index = Path(args.index) if args.index else index_path()
-    register(folder, name=name, index=index, embed=True)
+        if (embedded / f).is_file():
+            shutil.copyfile(embedded / f, card_dir / f)
     entries = load_index(index)
     entry = entries[name]
     suite = compare.get_suite(args.suite, "DATA")
@@ -93,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     entry.overrides = [f"name={name}", *(o for o in cell.overrides if not o.startswith("dataset.path=")),
                        f"train.seed={seed}"]
     entry.dataset.update({"id": dataset_id, "name": dataset_name})
-    training = cfg["refcal"]["training"]
+    budget = read_record(cfg).budget
     entry.notes = (f"Best {'/'.join(args.methods)} run of the `{args.suite}` benchmark suite by validation accuracy "
-                   f"({best.name}; {suite.description}). Trained {training['epochs']} epochs in "
-                   f"{training['train_seconds']:.0f} s on 2 CPU cores, on the JPEG copy of {dataset_id} in "
+                   f"({best.name}; {suite.description}). Trained {budget.epochs} epochs in "
+                   f"{budget.train_seconds:.0f} s on 2 CPU cores, on the JPEG copy of {dataset_id} in "
                    "../shared; a reduced budget, not the recipe's full one (see the card and docs/results.md).")
     write_index(index, entries)
     print(f"published {folder}, card {card_dir}, registered '{name}' in {index}")

@@ -71,9 +71,10 @@ def _table(metrics: dict[str, Any], has_ts: bool) -> str:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .data import load_image_splits
     from .fileio import write_json
-    from .hub import ResolveError, load
+    from .hub import ResolveError
     from .hub.loading import predict_logits
     from .metrics import evaluate_with_temperature
+    from .zoo import load
 
     model = load(args.model, revision=args.revision, calibrated=False)
     data = load_image_splits(args.dataset, [args.split], config=args.config, image_column=args.image_column,
@@ -132,7 +133,7 @@ def _corruption_report(model, images, labels, args, temperature, counts) -> dict
     for c in report["cells"]:
         print(f"{c['corruption']:<19} {c['severity']:>3}  {c['accuracy']:8.4f}  {c['ece']:6.4f}"
               + (f"  {c['ts/ece']:8.4f}" if ts else "") + f"  {c['auroc_misclassification']:15.4f}")
-    print(f"mean corruption error (mCE, unnormalised): {report['summary']['mce']:.4f}  "
+    print(f"mean corruption error (mCE, unnormalised): {report['summary']['mean_corruption_error']:.4f}  "
           f"(clean error {1 - report['clean']['accuracy']:.4f})")
     return report
 
@@ -151,26 +152,45 @@ def _cmd_card(args: argparse.Namespace) -> None:
     from .hub.checks import check_user_path
 
     folder = check_user_path(args.run_dir)
-    card = build_model_card(folder, repo_id=args.repo_id)
+    card = build_model_card(folder, repo_id=args.repo_id, **_zoo_links(folder))
     out = Path(args.out) if args.out else folder / "README.md"
     write_text(out, str(card))
     print(f"wrote {out}")
 
 
-def _cmd_publish(args: argparse.Namespace) -> None:
-    from .hub import save_pretrained
+def _zoo_links(folder: Path) -> dict[str, str]:
+    """The card's zoo name and timm tag, when the folder holds the weights the zoo index pins for its name."""
+    from .fileio import sha256_file
+    from .hub import read_folder
+    from .zoo import load_index
 
-    folder = save_pretrained(None, args.to, run_dir=args.run_dir, repo_id=args.repo_id, name=args.name)
-    cfg = json.loads((folder / "config.json").read_text())
+    try:
+        rec = read_folder(folder)
+    except Exception:  # noqa: BLE001 - not a model folder: no links; the command itself reports the problem
+        return {}
+    entry = load_index().get(rec.name)
+    weights = folder / "model.safetensors"
+    if entry is None or not entry.sha256 or not weights.is_file() or sha256_file(weights) != entry.sha256:
+        return {}
+    return {"zoo_name": entry.name, "timm_tag": entry.timm_tag}
+
+
+def _cmd_publish(args: argparse.Namespace) -> None:
+    from .hub import publish_run, read_folder
+
+    folder = publish_run(args.run_dir, args.to, name=args.name, repo_id=args.repo_id)
+    record = read_folder(folder).record
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
-    print(f"published {args.run_dir} -> {folder} ({files}); weights sha256 {cfg['refcal']['weights_sha256']}")
-    print(f"next: refcal-zoo push {folder} --repo <org>/{cfg['refcal'].get('name', folder.name)}")
+    print(f"published {args.run_dir} -> {folder} ({files}); weights sha256 {record.provenance.weights_sha256}")
+    print(f"next: refcal-zoo push {folder} --repo <org>/{record.name or folder.name}")
 
 
 def _cmd_push(args: argparse.Namespace) -> None:
-    from .hub import push_to_hub
+    from .hub import push_folder
 
-    info = push_to_hub(args.folder, args.repo, revision=args.revision, private=args.private, repo_type=args.repo_type)
+    links = _zoo_links(Path(args.folder)) if args.repo_type == "model" else {}
+    info = push_folder(args.folder, args.repo, revision=args.revision, private=args.private, repo_type=args.repo_type,
+                       **links)
     oid = getattr(info, "oid", None)
     print(f"pushed {args.folder} to {args.repo} ({args.repo_type}, revision {args.revision or 'main'}): commit {oid} "
           f"{getattr(info, 'commit_url', '')}".rstrip())

@@ -127,12 +127,12 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def published(trained_run, tmp_path_factory) -> Path:
-    """``save_pretrained`` of the session run (read-only for tests: copy before modifying)."""
+    """``publish_run`` of the session run (read-only for tests: copy before modifying)."""
     if "published" not in _CACHE:
-        from refcal_zoo import save_pretrained
+        from refcal_zoo import publish_run
 
-        _CACHE["published"] = save_pretrained(None, tmp_path_factory.mktemp("zoo_pub") / ZOO_NAME,
-                                               run_dir=trained_run, repo_id=REPO_ID)
+        _CACHE["published"] = publish_run(trained_run, tmp_path_factory.mktemp("zoo_pub") / ZOO_NAME,
+                                          repo_id=REPO_ID)
     return _CACHE["published"]
 
 
@@ -227,3 +227,14 @@ def tree_digest(folder: Path) -> str:
 def copy_folder(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+_TRAINING_FIXTURES = {"trained_run", "published", "finished_run", "reference_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need a full training run (through the session fixtures) are ``slow``: ``-m 'not slow'`` skips them
+    while developing; CI runs everything."""
+    for item in items:
+        if _TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

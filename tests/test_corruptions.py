@@ -169,6 +169,6 @@ def test_corruption_evaluation_reports_every_cell():
     assert [(c["corruption"], c["severity"]) for c in report["cells"]] == \
         [("contrast", 1), ("contrast", 5), ("fog", 1), ("fog", 5)]
     errors = [1 - c["accuracy"] for c in report["cells"]]
-    assert report["summary"]["mce"] == pytest.approx(sum(errors) / 4)
+    assert report["summary"]["mean_corruption_error"] == pytest.approx(sum(errors) / 4)
     assert report["summary"]["error/fog"] == pytest.approx(sum(errors[2:]) / 2)
     assert "ts/ece" in report["cells"][0] and "mean/ts/ece" in report["summary"]

@@ -171,11 +171,11 @@ def test_bf16_on_cpu_and_tensorboard_and_selection(tmp_path):
     assert all(v == v for k, v in result.metrics.items() if k in ("accuracy", "nll"))  # finite, not nan
     assert list((out / "tracking").rglob("events.out.tfevents*"))
     assert (out / "best" / "model.safetensors").is_file() and (out / "last" / "model.safetensors").is_file()
-    block = json.loads((out / "config.json").read_text())["refcal"]
+    block = json.loads((out / "config.json").read_text())["run_record"]
     log = log_records(out)
     best_epoch = max(log, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
     assert block["selection"] == {"rule": "best_accuracy", "epoch": best_epoch}
-    assert block["training"]["device"] == f"CPU, {torch.get_num_threads()} threads"  # what the timings ran on
+    assert block["budget"]["device"] == f"CPU, {torch.get_num_threads()} threads"  # what the timings ran on
     selected = [r["epoch"] for r in log if r.get("selected")]
     assert selected[-1] == best_epoch
     shutil.rmtree(out)

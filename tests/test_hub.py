@@ -19,11 +19,12 @@ from refcal_zoo.hub import (
     NotAvailableError,
     PublishError,
     ResolveError,
-    ZooModel,
     card_metrics,
-    save_pretrained,
+    publish_run,
+    push_folder,
 )
 from refcal_zoo.hub.card import CARD_METRICS
+from refcal_zoo.zoo import ZooModel
 
 from .conftest import REPO_ID, ZOO_NAME, copy_folder, publish_entry, seed_hf_cache, tree_digest, write_index
 
@@ -57,7 +58,7 @@ def test_round_trip_train_publish_load_gives_identical_logits(trained_run, publi
     assert pub_cal.pretrained_cfg["mean"] == json.loads((trained_run / "config.json").read_text())[
         "pretrained_cfg"]["mean"]
     assert tuple(pub_cal.pretrained_cfg["input_size"]) == (3, 32, 32)
-    assert pub_cal.zoo_info["method"]["name"] == "refcal_joint" and pub_cal.zoo_info["dataset"]["path"] == "digits"
+    assert pub_cal.zoo_info["method"]["name"] == "refcal_joint" and pub_cal.zoo_info["dataset"]["id"] == "digits"
     assert pub_cal.zoo_info["metrics"] == json.loads((trained_run / "metrics.json").read_text())
 
 
@@ -70,10 +71,13 @@ def test_published_folder_layout_and_pins(trained_run, published):
     cfg = json.loads((published / "config.json").read_text())
     import hashlib
 
-    assert cfg["refcal"]["weights_sha256"] == hashlib.sha256((published / "model.safetensors").read_bytes()).hexdigest()
+    record = cfg["run_record"]
+    assert record["provenance"]["weights_sha256"] == hashlib.sha256(
+        (published / "model.safetensors").read_bytes()).hexdigest()
+    assert "refcal" not in cfg and record["version"] == 2
     assert set(cfg["pretrained_cfg"]) <= set(json.loads((trained_run / "config.json").read_text())["pretrained_cfg"])
     lt = json.loads((published / "lt_indices.json").read_text())
-    assert cfg["refcal"]["dataset"]["train_sha256"] == lt["train_sha256"]
+    assert record["dataset"]["train_sha256"] == lt["train_sha256"]
 
 
 def test_predict_proba_reproduces_the_run_metrics(published, digits_test):
@@ -113,7 +117,7 @@ def test_predict_proba_accepts_uint8_float_single_pil_and_resizes(published, dig
 
 def test_save_pretrained_from_a_loaded_model_round_trips(published, tmp_path):
     model = refcal_zoo.load(published)
-    out = save_pretrained(model, tmp_path / "again")
+    out = model.save_pretrained(tmp_path / "again")
     again = refcal_zoo.load(out)
     with torch.no_grad():
         assert torch.equal(again(X), model(X))
@@ -123,7 +127,7 @@ def test_save_pretrained_from_a_loaded_model_round_trips(published, tmp_path):
 
 def test_save_pretrained_of_a_plain_timm_model(tmp_path):
     model = timm.create_model("resnet8_cifar", num_classes=10).eval()
-    out = save_pretrained(model, tmp_path / "plain")
+    out = ZooModel(model).save_pretrained(tmp_path / "plain")
     assert {p.name for p in out.iterdir()} == {"README.md", "config.json", "model.safetensors"}
     loaded = refcal_zoo.load(out, device="cpu")
     with torch.no_grad():
@@ -153,10 +157,10 @@ def test_card_round_trip_matches_metrics_json(published):
 def test_card_body_numbers_come_from_the_run(trained_run, published):
     text = (published / "README.md").read_text()
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    refcal = json.loads((trained_run / "config.json").read_text())["refcal"]
+    refcal = json.loads((trained_run / "config.json").read_text())["run_record"]
     temperature = json.loads((trained_run / "temperature.json").read_text())
     for needle in (f"{metrics['accuracy']:.4f}", f"{metrics['ts/ece']:.4f}", f"T = {temperature['temperature']:.4f}",
-                   f"{refcal['training']['train_seconds']} s", f"epochs {refcal['training']['epochs']} x",
+                   f"{refcal['budget']['train_seconds']} s", f"epochs {refcal['budget']['epochs']} x",
                    refcal["dataset"]["train_sha256"], refcal["dataset"]["val_sha256"], "![", "reliability.png",
                    "| many |", "| few |", f"rho={refcal['dataset']['rho']:g}", "refcal_zoo.load(", "## Limitations",
                    "equal-width `(lo, hi]`", "Misclassification AUROC"):
@@ -180,11 +184,11 @@ def test_card_of_a_two_stage_run_reports_each_stage_and_the_selected_epoch(train
     cfg["stage2"] = dict(cfg["train"], batch_size=100, optimizer="sgd", lr=5.0, augment="rrc_flip")
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     config = json.loads((run / "config.json").read_text())
-    config["refcal"]["method"]["name"] = "refcal"
-    config["refcal"]["selection"] = {"rule": "best_nll", "epoch": 1}
+    config["run_record"]["method"]["name"] = "refcal"
+    config["run_record"]["selection"] = {"rule": "best_nll", "epoch": 1}
     (run / "config.json").write_text(json.dumps(config))
     text = build_model_card(run).text
-    n = sum(config["refcal"]["dataset"]["train_counts"])
+    n = sum(config["run_record"]["dataset"]["train_counts"])
     b1 = cfg["train"]["batch_size"]
     assert f"Budget of stage `contrastive` (logged): epochs 3 x {n // b1 * b1:,} training images" in text
     assert f"Budget of stage `classifier` (logged): epochs 2 x {n // 100 * 100:,} training images" in text
@@ -221,14 +225,12 @@ def test_timm_hf_hub_and_local_dir_interop(published, hf_env, no_network):
     assert via_hub.pretrained_cfg["mean"] == ref.pretrained_cfg["mean"]
 
 
-def test_mirror_then_embedded_weights(published, hf_env, no_network, tmp_path, monkeypatch):
+def test_shipped_weights_come_before_the_hf_cache(published, hf_env, no_network, tmp_path, monkeypatch):
+    seed_hf_cache(hf_env, REPO_ID, published)
     index = write_index(tmp_path / "zoo", {ZOO_NAME: publish_entry(published)}, monkeypatch=monkeypatch)
+    assert refcal_zoo.load(ZOO_NAME).zoo_info["source"] == "hf-cache"
     copy_folder(published, index.parent / "weights" / ZOO_NAME)
     assert refcal_zoo.load(ZOO_NAME).zoo_info["source"] == "embedded"
-    mirror = tmp_path / "mirror"
-    copy_folder(published, mirror / ZOO_NAME)
-    monkeypatch.setenv("REFCAL_ZOO_MIRROR", str(mirror))
-    assert refcal_zoo.load(ZOO_NAME).zoo_info["source"] == "mirror"
 
 
 def test_recipe_only_entry_explains_how_to_train(hf_env):
@@ -243,11 +245,10 @@ def test_recipe_only_entry_explains_how_to_train(hf_env):
 
 def test_offline_and_not_cached_says_how_to_get_it(published, hf_env, no_network, tmp_path, monkeypatch):
     write_index(tmp_path / "zoo", {ZOO_NAME: publish_entry(published)}, monkeypatch=monkeypatch)
-    monkeypatch.setenv("REFCAL_ZOO_MIRROR", str(tmp_path / "empty_mirror"))
     with pytest.raises(NotAvailableError) as info:
         refcal_zoo.load(ZOO_NAME)
     msg = str(info.value)
-    for needle in ("HF_HUB_OFFLINE", "REFCAL_ZOO_MIRROR", f"{ZOO_NAME}/", "hf download", REPO_ID,
+    for needle in ("HF_HUB_OFFLINE", "hf download", REPO_ID,
                    "accelerate launch recipes/train.py --config recipes/configs/default.yaml"):
         assert needle in msg, needle
     with pytest.raises(NotAvailableError, match="HF_HUB_OFFLINE"):
@@ -337,39 +338,26 @@ def test_dotdot_tricks_are_refused(published, tmp_path, monkeypatch, hf_env):
     monkeypatch.chdir(published.parent)
     assert isinstance(refcal_zoo.load(f"./{published.name}"), ZooModel)  # plain relative paths are fine
     with pytest.raises(ResolveError, match=r"'\.\.'"):
-        save_pretrained(refcal_zoo.load(published), f"{tmp_path}/x/../../y")
-    monkeypatch.setenv("REFCAL_ZOO_MIRROR", str(tmp_path))
-    from refcal_zoo.hub.loading import _mirror_folder
-
-    with pytest.raises(ResolveError, match="not a valid zoo model name"):
-        _mirror_folder("../outside")
+        refcal_zoo.load(published).save_pretrained(f"{tmp_path}/x/../../y")
 
 
-def test_save_pretrained_refuses_unsafe_targets(trained_run, published, tmp_path):
+def test_publish_run_refuses_unsafe_targets(trained_run, published, tmp_path):
     with pytest.raises(PublishError, match="must differ from the run folder"):
-        save_pretrained(None, trained_run, run_dir=trained_run)
+        publish_run(trained_run, trained_run)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
     with pytest.raises(PublishError, match="not empty and is not a published folder"):
-        save_pretrained(None, other, run_dir=trained_run)
+        publish_run(trained_run, other)
     assert (other / "notes.txt").read_text() == "keep me"
     unfinished = copy_folder(trained_run, tmp_path / "unfinished")
     (unfinished / "metrics.json").unlink()
     with pytest.raises(PublishError, match="not a finished run folder"):
-        save_pretrained(None, tmp_path / "pub", run_dir=unfinished)
-    again = save_pretrained(None, tmp_path / "republished", run_dir=published, repo_id=REPO_ID)  # published: ok
+        publish_run(unfinished, tmp_path / "pub")
+    again = publish_run(published, tmp_path / "republished", repo_id=REPO_ID)  # a published folder: ok
     assert {p.name for p in again.iterdir()} == {p.name for p in published.iterdir()}
     for name in ("README.md", "config.json", "model.safetensors", "train_config.yaml", "train_log.jsonl"):
         assert (again / name).read_bytes() == (published / name).read_bytes(), name
-    changed = refcal_zoo.load(published)
-    with torch.no_grad():
-        changed.model.fc.bias.add_(1.0)
-    with pytest.raises(PublishError, match="weights differ"):
-        save_pretrained(changed, tmp_path / "pub2", run_dir=trained_run)
-    same = refcal_zoo.load(trained_run)
-    out = save_pretrained(same, tmp_path / "pub3", run_dir=trained_run)
-    assert (out / "README.md").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
 
 
@@ -377,7 +365,7 @@ def test_save_pretrained_refuses_unsafe_targets(trained_run, published, tmp_path
 
 
 class FakeHfApi:
-    """Records calls; never talks to the network."""
+    """Records calls (and the README it would upload); never talks to the network."""
 
     calls: list = []
 
@@ -391,6 +379,11 @@ class FakeHfApi:
         FakeHfApi.calls.append(("create_branch", repo_id, kwargs))
 
     def upload_folder(self, **kwargs):
+        from pathlib import Path
+
+        folder = Path(kwargs["folder_path"])
+        kwargs["files"] = sorted(p.name for p in folder.iterdir())
+        kwargs["readme"] = (folder / "README.md").read_text()
         FakeHfApi.calls.append(("upload_folder", kwargs))
         return type("CommitInfo", (), {"oid": "f" * 40, "commit_url": "https://example/commit"})()
 
@@ -403,53 +396,63 @@ def fake_api(monkeypatch, hf_env):
     return FakeHfApi
 
 
-def test_push_to_hub_mocked_hfapi_checks_call_arguments_only(published, fake_api, no_network):
+def test_push_folder_mocked_hfapi_checks_call_arguments_only(published, fake_api, no_network):
     before = tree_digest(published)
-    info = refcal_zoo.push_to_hub(published, "my-org/my-model", token="hf_test", private=True)
+    info = push_folder(published, "my-org/my-model", token="hf_test", private=True)
     assert info.oid == "f" * 40
     kinds = [c[0] for c in fake_api.calls]
     assert kinds == ["init", "create_repo", "upload_folder"]
     assert fake_api.calls[0][1]["token"] == "hf_test" and fake_api.calls[0][1]["library_name"] == "refcal_zoo"
     assert fake_api.calls[1][1:] == ("my-org/my-model", {"private": True, "exist_ok": True, "repo_type": "model"})
     upload = fake_api.calls[2][1]
-    assert upload["repo_id"] == "my-org/my-model" and upload["folder_path"] == str(published)
+    assert upload["repo_id"] == "my-org/my-model" and upload["files"] == sorted(p.name for p in published.iterdir())
     assert upload["repo_type"] == "model" and upload["revision"] is None
+    assert 'timm.create_model("hf-hub:my-org/my-model", pretrained=True)' in upload["readme"]  # the pushed repo
     fake_api.calls.clear()
-    refcal_zoo.push_to_hub(published, "my-org/my-model", token="hf_test", revision="v1")
+    push_folder(published, "my-org/my-model", token="hf_test", revision="v1")
     assert fake_api.calls[2] == ("create_branch", "my-org/my-model", {"branch": "v1", "exist_ok": True,
                                                                        "repo_type": "model"})
     assert fake_api.calls[3][1]["revision"] == "v1"
     assert tree_digest(published) == before
 
 
+def test_zoo_model_push_to_hub_uploads_the_model(published, fake_api, no_network):
+    model = refcal_zoo.load(published)
+    model.push_to_hub("my-org/pushed", token="hf_test")
+    upload = fake_api.calls[-1][1]
+    assert {"config.json", "model.safetensors", "README.md", "metrics.json"} <= set(upload["files"])
+    assert 'refcal_zoo.load("hf-hub:my-org/pushed")' in upload["readme"]
+
+
 def test_push_without_token_is_a_clear_error_and_touches_nothing(published, fake_api):
     before = tree_digest(published)
     with pytest.raises(PublishError, match="no Hugging Face token.*HF_TOKEN.*hf auth login"):
-        refcal_zoo.push_to_hub(published, "my-org/my-model")
+        push_folder(published, "my-org/my-model")
     assert fake_api.calls == [] and tree_digest(published) == before
 
 
 @pytest.mark.parametrize("repo_id", ["justname", "a/b/c", "org/../x", "-org/x", "org/x."])
 def test_push_refuses_bad_repo_ids(published, fake_api, repo_id):
     with pytest.raises(ResolveError, match="not a Hub repo id"):
-        refcal_zoo.push_to_hub(published, repo_id, token="hf_test")
+        push_folder(published, repo_id, token="hf_test")
     assert fake_api.calls == []
 
 
 def test_push_refuses_offline_and_non_published_folders(published, trained_run, fake_api, monkeypatch, tmp_path):
     with pytest.raises(PublishError, match="not a published model folder"):
-        refcal_zoo.push_to_hub(tmp_path, "my-org/x", token="hf_test")
+        push_folder(tmp_path, "my-org/x", token="hf_test")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(PublishError, match="HF_HUB_OFFLINE"):
-        refcal_zoo.push_to_hub(published, "my-org/x", token="hf_test")
+        push_folder(published, "my-org/x", token="hf_test")
     assert fake_api.calls == []
 
 
 def test_import_registers_models_and_exports_the_api():
-    for name in ("load", "save_pretrained", "push_to_hub", "list_models", "predict_proba", "create_model"):
+    for name in ("load", "publish_run", "list_models", "predict_proba", "create_model"):
         assert callable(getattr(refcal_zoo, name))
+    for method in ("from_pretrained", "save_pretrained", "push_to_hub"):
+        assert callable(getattr(refcal_zoo.ZooModel, method))
     assert timm.is_model("resnet8_cifar")
-    assert np.isfinite(1.0)
 
 
 def test_the_shipped_weights_folder_is_consulted(published, hf_env, tmp_path, monkeypatch):
@@ -466,13 +469,113 @@ def test_the_shipped_weights_folder_is_consulted(published, hf_env, tmp_path, mo
 
 def test_publish_under_a_zoo_name(trained_run, tmp_path, hf_env):
     """A suite cell's run (named after its method) is published under its zoo name: config, card and load agree."""
-    out = save_pretrained(None, tmp_path / "pub", run_dir=trained_run, name="resnet8-digitslt-renamed")
+    out = publish_run(trained_run, tmp_path / "pub", name="resnet8-digitslt-renamed")
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["refcal"]["name"] == "resnet8-digitslt-renamed"
+    assert cfg["run_record"]["name"] == "resnet8-digitslt-renamed"
     card = ModelCard.load(out / "README.md")
     assert card.data.model_name == "resnet8-digitslt-renamed"
+    assert "hf-hub:" not in card.text  # never pushed: no Hub line
     assert refcal_zoo.load(out).zoo_info["name"] == "resnet8-digitslt-renamed"
     assert (out / "model.safetensors").read_bytes() == (trained_run / "model.safetensors").read_bytes()
     with pytest.raises(ResolveError, match="not a valid zoo model name"):
-        save_pretrained(None, tmp_path / "bad", run_dir=trained_run, name="org/name")
+        publish_run(trained_run, tmp_path / "bad", name="org/name")
     assert not (tmp_path / "bad").exists()
+
+
+# --------------------------------------------------------------------------------------------------- load guards
+
+
+def _unpinned_copy(published, dst):
+    """A copy of the published folder whose config.json no longer pins the weights' sha256 (to edit the weights)."""
+    folder = copy_folder(published, dst)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["run_record"]["provenance"]["weights_sha256"] = None
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_with_the_file_named(published, tmp_path, bad_value):
+    from safetensors.torch import load_file, save_file
+
+    folder = _unpinned_copy(published, tmp_path / "nan")
+    state = load_file(str(folder / "model.safetensors"))
+    state["fc.bias"][3] = bad_value
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(IntegrityError, match=r"nan/model\.safetensors' holds non-finite .* in 'fc\.bias'") as info:
+        refcal_zoo.load(folder)
+    assert "\n" not in str(info.value) and "retrain" in str(info.value)
+
+
+def test_classifier_rows_are_checked_against_num_classes_before_reading_tensors(published, tmp_path):
+    folder = _unpinned_copy(published, tmp_path / "k9")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["num_classes"] = cfg["model_args"]["num_classes"] = cfg["pretrained_cfg"]["num_classes"] = 9
+    cfg["label_names"] = cfg["pretrained_cfg"]["label_names"] = [str(k) for k in range(9)]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(IntegrityError, match=r"num_classes=9 but '.*k9/model\.safetensors' holds a 10-class") as info:
+        refcal_zoo.load(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_shipped_entry_resolution_does_no_network_io(hf_env, monkeypatch):
+    """A shipped entry loads from the package's files even when the Hub is allowed: no DNS lookup, no socket."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network I/O attempted: {args[:2]}")
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    for name in ("getaddrinfo", "gethostbyname", "create_connection"):
+        monkeypatch.setattr(socket, name, refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    model = refcal_zoo.load("resnet8-digitslt-ce")
+    assert model.zoo_info["source"] == "embedded"
+    assert timm.create_model("resnet8_cifar.ce_digitslt", pretrained=True) is not None
+
+
+# --------------------------------------------------------------------------------------------------- predict_proba
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return timm.create_model("resnet8_cifar", num_classes=10).eval()
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (torch.full((2, 3, 32, 32), float("nan")), "non-finite"),
+        (torch.tensor([[[[float("inf")]]]]).expand(1, 3, 32, 32), "non-finite"),
+        (torch.zeros(0, 3, 32, 32), "empty batch"),
+        ([], "empty list"),
+        (torch.zeros(32, 32), "rank 2"),
+        (torch.zeros(1, 1, 3, 32, 32), "rank 5"),
+    ],
+)
+def test_predict_proba_refuses_bad_batches_with_one_line(tiny_model, images, message):
+    with pytest.raises(ValueError, match=message) as info:
+        refcal_zoo.predict_proba(tiny_model, images)
+    assert "\n" not in str(info.value)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(images=arrays(np.uint8, st.tuples(st.integers(1, 7), st.just(3), st.just(32), st.just(32))),
+       batch_size=st.integers(1, 8))
+def test_predict_proba_properties(tiny_model, images, batch_size):
+    """Finite probabilities, rows summing to 1, and the same answer however the batch is split."""
+    x = torch.from_numpy(images)
+    whole = refcal_zoo.predict_proba(tiny_model, x, batch_size=256)
+    split = refcal_zoo.predict_proba(tiny_model, x, batch_size=batch_size)
+    assert whole.shape == (len(x), 10) and bool(torch.isfinite(whole).all())
+    assert torch.allclose(whole.double().sum(1), torch.ones(len(x), dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(whole, split, atol=1e-6)
+    one = refcal_zoo.predict_proba(tiny_model, x[-1])
+    assert torch.allclose(one, whole[-1:], atol=1e-6)

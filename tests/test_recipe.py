@@ -72,7 +72,7 @@ def test_published_weights_reproduce_the_metrics(finished_run):
     temperature = json.loads((finished_run / "temperature.json").read_text())["temperature"]
     ts_nll = torch.nn.functional.cross_entropy(logits / temperature, y).item()
     assert ts_nll == pytest.approx(metrics["ts/nll"], rel=1e-5)
-    block = json.loads((finished_run / "config.json").read_text())["refcal"]
+    block = json.loads((finished_run / "config.json").read_text())["run_record"]
     assert block["temperature"] == temperature and block["metrics"]["accuracy"] == metrics["accuracy"]
 
 

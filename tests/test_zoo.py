@@ -120,9 +120,9 @@ def test_register_fills_the_entry_and_embedded_weights_load_offline(published, h
     assert entry.name == ZOO_NAME and entry.status == "published" and entry.revision == "v1.0"
     metrics = json.loads((published / "metrics.json").read_text())
     cfg = json.loads((published / "config.json").read_text())
-    assert entry.sha256 == cfg["refcal"]["weights_sha256"]
+    assert entry.sha256 == cfg["run_record"]["provenance"]["weights_sha256"]
     assert entry.metrics["accuracy"] == metrics["accuracy"] and entry.metrics["ts/ece"] == metrics["ts/ece"]
-    assert entry.temperature == cfg["refcal"]["temperature"]
+    assert entry.temperature == cfg["run_record"]["temperature"]
     after = load_index(index)
     assert after[ZOO_NAME].published and after[ZOO_NAME].sha256 == entry.sha256
     assert {n: e.to_dict() for n, e in after.items() if n != ZOO_NAME} == \
@@ -203,3 +203,147 @@ def test_shipped_cifar_entries_reproduce_their_metrics(hf_env, no_network):
             probs = model.predict_proba(test.images["test"])
         accuracy = (probs.argmax(1) == test.labels["test"]).double().mean().item()
         assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=1e-12), name
+
+
+# --------------------------------------------------------------------------------------------------- timm tags
+
+
+def test_timm_tags_of_the_shipped_entries_give_the_raw_logits_offline(hf_env, no_network):
+    """timm.create_model("<arch>.<method>_<dataset>", pretrained=True) == refcal_zoo.load(name, calibrated=False)."""
+    import timm
+
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    shipped = [e for e in load_index(INDEX_PATH).values() if e.published and (INDEX_PATH.parent / "weights" / e.name)
+               .is_dir()]
+    assert {"resnet8_cifar.ce_digitslt", "resnet8_cifar.refcal_joint_digitslt",
+            "resnet32_cifar.ce_cifar10lt"} <= {e.timm_tag for e in shipped}
+    assert set(timm.list_pretrained("*_cifar*")) >= {e.timm_tag for e in shipped}
+    for entry in shipped:
+        via_timm = timm.create_model(entry.timm_tag, pretrained=True).eval()
+        ours = refcal_zoo.load(entry.name, calibrated=False)
+        with torch.no_grad():
+            assert torch.equal(via_timm(x), ours(x)), entry.name
+            assert not torch.equal(refcal_zoo.load(entry.name)(x), ours(x))  # calibrated differs: T != 1
+        assert via_timm.pretrained_cfg["mean"] == tuple(ours.pretrained_cfg["mean"])
+        assert ours.zoo_info["timm_tag"] == entry.timm_tag
+
+
+def test_timm_tag_names():
+    from refcal_zoo.record import dataset_slug, timm_tag
+
+    assert get_entry("resnet32-cifar10lt-refcal_joint").timm_tag == "resnet32_cifar.refcal_joint_cifar10lt"
+    assert get_entry("resnet8-digitslt-ce").timm_tag == "resnet8_cifar.ce_digitslt"
+    assert timm_tag("resnet32_cifar", "refcal", dataset_slug("uoft-cs/cifar100", 100)) == \
+        "resnet32_cifar.refcal_cifar100lt100"
+
+
+# --------------------------------------------------------------------------------------------------- provenance
+
+
+def _strings(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
+def test_no_shipped_file_contains_an_absolute_path():
+    import re
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    text_path = re.compile(r"(?<![\w.:/])(?:/(?:work|home|root|tmp|mnt|data|Users|var|opt|srv)/|[A-Za-z]:\\)")
+    roots = [INDEX_PATH.parent, REPO / "model_cards"]
+    checked = 0
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.suffix in (".json", ".yaml"):
+                data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+                bad = [s for s in _strings(data) if PurePosixPath(s).is_absolute() or PureWindowsPath(s).drive]
+                assert not bad, f"{path}: {bad[:3]}"
+                checked += 1
+            if path.suffix in (".md", ".json", ".yaml", ".jsonl"):
+                assert not text_path.search(path.read_text()), path
+    assert checked >= 6 * 4
+
+
+def test_a_version_1_run_folder_loads_and_publishes_as_version_2(trained_run, tmp_path, hf_env):
+    """An old run folder (a top-level "refcal" block with an absolute dataset path) loads through the v1 reader, and
+    publishing it writes a version-2 record and no machine path."""
+    from refcal_zoo.hub import publish_run
+    from refcal_zoo.record import RunRecord, read_record
+
+    old = copy_folder(trained_run, tmp_path / "v1run")
+    cfg = json.loads((old / "config.json").read_text())
+    new = cfg.pop("run_record")
+    ds = new["dataset"]
+    cfg["refcal"] = {
+        "name": new["name"], "version": "0.1.0.dev0", "method": new["method"],
+        "dataset": {"path": "/home/someone/data/cifar10", "config": None, "image_column": "img",
+                    "label_column": "label", "rho": ds["rho"], "lt_seed": ds["lt_seed"], "n_max": ds["n_max"],
+                    "train_counts": ds["train_counts"], "val_counts": ds["val_counts"],
+                    "train_sha256": ds["train_sha256"], "val_sha256": ds["val_sha256"], "test_split": "test"},
+        "training": {"epochs": 1, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "seed": 1234,
+                     "train_seconds": 1.5, "train_images_per_second": 280.0},
+        "temperature": new["temperature"], "metrics": new["metrics"], "selection": new["selection"]}
+    (old / "config.json").write_text(json.dumps(cfg))
+    lt = json.loads((old / "lt_indices.json").read_text())
+    lt["source"]["path"] = "/home/someone/data/cifar10"
+    (old / "lt_indices.json").write_text(json.dumps(lt))
+    tc = yaml.safe_load((old / "config.yaml").read_text())
+    tc["dataset"]["path"], tc["output_dir"] = "/home/someone/data/cifar10", "/home/someone/runs/x"
+    (old / "config.yaml").write_text(yaml.safe_dump(tc))
+
+    record = read_record(cfg, lt=lt)
+    assert isinstance(record, RunRecord) and record.provenance.migrated_from == 1
+    assert (record.dataset.id, record.dataset.kind) == ("cifar10", "local")
+    assert record.temperature == new["temperature"] and record.budget.train_seconds == 1.5
+    loaded = refcal_zoo.load(old)
+    assert loaded.record.dataset.id == "cifar10" and float(loaded.temperature) == pytest.approx(new["temperature"])
+    out = publish_run(old, tmp_path / "pub")
+    published = json.loads((out / "config.json").read_text())
+    assert "refcal" not in published and published["run_record"]["version"] == 2
+    for f in out.iterdir():
+        if f.suffix in (".json", ".yaml", ".md", ".jsonl"):
+            assert "/home/someone" not in f.read_text(), f.name
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["dataset"]["path"] == "cifar10"
+    assert "a local dataset folder named `cifar10`" in (out / "README.md").read_text()
+
+
+def test_cards_of_shipped_entries_show_only_working_usage_lines():
+    for name, entry in load_index(INDEX_PATH).items():
+        folder = INDEX_PATH.parent / "weights" / name
+        if not folder.is_dir():
+            continue
+        text = (folder / "README.md").read_text()
+        assert f'refcal_zoo.load("{name}")' in text and f'timm.create_model("{entry.timm_tag}"' in text, name
+        assert "hf-hub:" not in text, name  # nothing has been pushed
+        assert (REPO / "model_cards" / name / "README.md").read_text() == text, name
+
+
+def test_hub_and_zoo_import_one_way():
+    """refcal_zoo.hub never imports refcal_zoo.zoo, and the engine imports neither (module-level or inside
+    functions)."""
+    import ast
+
+    pkg = REPO / "refcal_zoo"
+
+    def imported(path):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names.add("." * node.level + (node.module or ""))
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    for path in (pkg / "hub").glob("*.py"):
+        assert not [n for n in imported(path) if "zoo" in n.split(".") and n != "refcal_zoo"], path
+    for path in (pkg / "engine").glob("*.py"):
+        assert not [n for n in imported(path) if {"hub", "zoo"} & set(n.split("."))], path
+    assert not [n for n in imported(pkg / "record.py") if n not in ("__future__", "math", "re", "dataclasses",
+                                                                     "pathlib", "typing", ".errors")]

@@ -29,10 +29,20 @@ from ..config import RESUMABLE_CHANGES, Config, config_to_dict, flatten
 from ..data import BatchTransform, PreparedData, TensorImageDataset, indices_sha256, make_loader, prepare_data
 from ..errors import ConfigError, RunFolderError
 from ..fileio import write_json, write_yaml
-from ..hub import export_timm_folder
 from ..methods import build_stages
 from ..metrics import UndefinedMetricWarning, evaluate_with_temperature, reliability_diagram
 from ..models import create_model
+from ..models.export import export_timm_folder
+from ..record import (
+    BudgetRecord,
+    DatasetRecord,
+    MethodRecord,
+    PrecisionRecord,
+    ProvenanceRecord,
+    RunRecord,
+    SelectionRecord,
+    dataset_identity,
+)
 from .checkpoint import TrainerState, complete_checkpoints, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .evaluate import predict_logits
 from .loop import train_one_epoch
@@ -272,11 +282,10 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
     if accelerator.is_main_process:  # every process holds all logits (gathered); one evaluates and writes
         temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
         metrics = _evaluate(test_logits, test_labels, data, temperature)
-        refcal_block = _refcal_block(cfg, data, metrics, images_per_second, state.train_seconds,
-                                     _device_name(accelerator))
-        refcal_block["temperature"] = temperature
-        refcal_block["selection"] = {"rule": select, "epoch": state.best_epoch if select != "last" else None}
-        export_timm_folder(model, stage_dir, label_names=data.class_names, refcal=refcal_block)
+        record = _run_record(cfg, data, metrics, images_per_second, state.train_seconds, _device_name(accelerator),
+                             temperature, SelectionRecord(select, state.best_epoch if select != "last" else None),
+                             accelerator.mixed_precision)
+        export_timm_folder(model, stage_dir, label_names=data.class_names, record=record)
         _write_diagrams(stage_dir, cfg, test_logits, test_labels, temperature)
         _write_npz(stage_dir / "test_predictions.npz", logits=test_logits.numpy().astype(np.float32),
                    labels=test_labels.numpy().astype(np.int64))  # raw test logits, for later analysis
@@ -301,8 +310,7 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _export(model: torch.nn.Module, folder: Path, data: PreparedData) -> None:
-    export_timm_folder(model, folder, label_names=data.class_names,
-                       refcal={"data_sha256": indices_sha256(data.split.train_indices)})
+    export_timm_folder(model, folder, label_names=data.class_names)  # best/ last/: weights only, no record
 
 
 def _tracker_config(cfg: Config) -> dict[str, Any]:
@@ -368,26 +376,33 @@ def _device_name(accelerator: Accelerator) -> str:
     return f"{device.type}{procs}"
 
 
-def _refcal_block(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float,
-                  device: str) -> dict[str, Any]:
+def _run_record(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float, device: str,
+                temperature: float | None, selection: SelectionRecord, mixed_precision: str) -> RunRecord:
+    """The typed run record (``refcal_zoo.record``) written to ``config.json``: identities, never machine paths."""
     rec = data.split
-    return {
-        "name": cfg.name,
-        "version": __version__,
-        "method": {"name": cfg.method.name, "base_loss": cfg.method.base_loss, "loss_args": cfg.method.loss_args,
-                   "supcon": config_to_dict(cfg.method.supcon) if cfg.method.name != "plain" else None},
-        "dataset": {"path": data.source.get("path"), "config": data.source.get("config"),
-                    "image_column": data.source.get("image_column"), "label_column": data.source.get("label_column"),
-                    "rho": rec.rho, "lt_seed": rec.seed, "n_max": rec.n_max, "train_counts": rec.train_counts,
-                    "val_counts": rec.val_counts, "train_sha256": indices_sha256(rec.train_indices),
-                    "val_sha256": indices_sha256(rec.val_indices), "test_split": cfg.dataset.test_split},
-        "training": {"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
-                     "schedule": cfg.train.schedule, "seed": cfg.train.seed, "train_seconds": round(seconds, 1),
-                     "train_images_per_second": round(ips, 1), "device": device},
-        "temperature": None,
-        "metrics": {k: v for k, v in _json_ready(metrics).items()
-                    if "/" not in k or (k.startswith("ts/") and k.count("/") == 1)},
-    }
+    path = data.source.get("path")
+    ident, kind = dataset_identity(path, local=bool(path) and Path(str(path)).expanduser().exists())
+    return RunRecord(
+        name=cfg.name,
+        method=MethodRecord(cfg.method.name, cfg.method.base_loss, dict(cfg.method.loss_args or {}),
+                            config_to_dict(cfg.method.supcon) if cfg.method.name != "plain" else None),
+        dataset=DatasetRecord(
+            id=ident, kind=kind, config=data.source.get("config"),
+            fingerprints=dict(data.source.get("fingerprints") or {}),
+            image_column=data.source.get("image_column"), label_column=data.source.get("label_column"),
+            rho=rec.rho, lt_seed=rec.seed, n_max=rec.n_max, train_counts=list(rec.train_counts),
+            val_counts=list(rec.val_counts), train_sha256=indices_sha256(rec.train_indices),
+            val_sha256=indices_sha256(rec.val_indices), test_split=cfg.dataset.test_split),
+        budget=BudgetRecord(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
+                            schedule=cfg.train.schedule, seed=cfg.train.seed, train_seconds=round(seconds, 1),
+                            train_images_per_second=round(ips, 1), device=device),
+        selection=selection,
+        temperature=temperature,
+        precision=PrecisionRecord(mixed_precision=str(mixed_precision), channels_last=bool(cfg.train.channels_last)),
+        metrics={k: v for k, v in _json_ready(metrics).items()
+                 if "/" not in k or (k.startswith("ts/") and k.count("/") == 1)},
+        provenance=ProvenanceRecord(library_version=__version__),
+    )
 
 
 def _print_table(accelerator: Accelerator, cfg: Config, metrics: dict[str, Any], run_dir: Path,

@@ -1,6 +1,6 @@
 """Model cards: huggingface_hub ``ModelCard`` with a ``model-index`` of ``EvalResult``s and a practitioner's body.
 
-Every number in a card comes from the folder it describes (``metrics.json``, ``config.json``'s ``refcal`` block,
+Every number in a card comes from the folder it describes (``metrics.json``, ``config.json``'s run record,
 ``config.yaml``/``train_config.yaml``, ``lt_indices.json``, ``temperature.json``); nothing is typed by hand.
 Raw metrics have ``metric_config: raw``; after temperature scaling ``metric_config: temperature_scaled`` (the
 ``ts/<key>`` of ``metrics.json``). :func:`card_metrics` reads them back.
@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..record import DatasetRecord, MethodRecord, RecordError, RunRecord, read_record
 from .errors import PublishError
 
 __all__ = ["CARD_METRICS", "FolderRecord", "build_model_card", "card_metrics", "read_folder"]
@@ -59,7 +60,7 @@ class FolderRecord:
 
     folder: Path
     config: dict[str, Any]
-    refcal: dict[str, Any]
+    record: RunRecord | None
     metrics: dict[str, Any] | None
     train_config: dict[str, Any] | None
     lt: dict[str, Any] | None
@@ -68,7 +69,8 @@ class FolderRecord:
 
     @property
     def name(self) -> str:
-        return str(self.refcal.get("name") or (self.train_config or {}).get("name") or self.folder.name)
+        return str((self.record.name if self.record else None) or (self.train_config or {}).get("name")
+                   or self.folder.name)
 
     def figure(self, name: str) -> str | None:
         return name if (self.folder / name).is_file() else None
@@ -92,7 +94,6 @@ def read_folder(folder: str | Path) -> FolderRecord:
     if not isinstance(config, dict):
         raise PublishError(f"'{folder}' has no config.json; give a finished run folder (runs/<name>) or a "
                            "published folder")
-    refcal = config.get("refcal") if isinstance(config.get("refcal"), dict) else {}
     train_config = None
     for candidate in ("train_config.yaml", "config.yaml"):
         if (folder / candidate).is_file():
@@ -103,8 +104,13 @@ def read_folder(folder: str | Path) -> FolderRecord:
         if (folder / candidate).is_file():
             log = [json.loads(line) for line in (folder / candidate).read_text().splitlines() if line.strip()]
             break
-    return FolderRecord(folder, config, refcal, _json(folder / "metrics.json"), train_config,
-                        _json(folder / "lt_indices.json"), _json(folder / "temperature.json"), log)
+    lt = _json(folder / "lt_indices.json")
+    try:
+        record = read_record(config, lt=lt)
+    except RecordError as exc:
+        raise PublishError(f"'{folder / 'config.json'}': {exc}") from None
+    return FolderRecord(folder, config, record, _json(folder / "metrics.json"), train_config, lt,
+                        _json(folder / "temperature.json"), log)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -124,18 +130,18 @@ def _dataset_base(path: str | None) -> str:
     return DATASET_NAMES.get(path, DATASET_NAMES.get(Path(path).name, Path(path).name or path))
 
 
-def _dataset_title(ds: dict[str, Any]) -> str:
-    base = _dataset_base(ds.get("path"))
-    rho = ds.get("rho")
+def _dataset_title(ds: DatasetRecord | None) -> str:
+    if ds is None:
+        return "unknown dataset"
+    base = _dataset_base(ds.id)
+    rho = ds.rho
     if isinstance(rho, (int, float)) and rho > 1:
         return f"{base}-LT (rho={rho:g})"
     return base
 
 
-def _hub_dataset_id(path: str | None) -> str | None:
-    if path and _HUB_DATASET.match(path) and not Path(path).exists():
-        return path
-    return None
+def _hub_dataset_id(ds: DatasetRecord | None) -> str | None:
+    return ds.id if ds is not None and ds.kind == "hub" and _HUB_DATASET.match(ds.id) else None
 
 
 def _param_count(folder: Path) -> int | None:
@@ -164,8 +170,8 @@ def _images_per_epoch(n: int, batch_size: int | None) -> int:
 
 def _eval_results(rec: FolderRecord, n_bins: int) -> list[EvalResult]:
     metrics = rec.metrics or {}
-    ds = rec.refcal.get("dataset") or {}
-    temperature = rec.refcal.get("temperature")
+    ds = rec.record.dataset if rec.record else None
+    temperature = rec.record.temperature if rec.record else None
     results = []
     for prefix, config in (("", "raw"), ("ts/", "temperature_scaled")):
         for key in CARD_METRICS:
@@ -185,12 +191,12 @@ def _eval_results(rec: FolderRecord, n_bins: int) -> list[EvalResult]:
             results.append(EvalResult(
                 task_type="image-classification",
                 task_name="Image Classification",
-                dataset_type=_hub_dataset_id(ds.get("path")) or str(ds.get("path") or "unknown"),
+                dataset_type=ds.id if ds is not None else "unknown",  # a Hub id, "digits" or a local name
                 dataset_name=_dataset_title(ds),
-                dataset_config=ds.get("config"),
-                dataset_split=ds.get("test_split") or "test",
-                dataset_args={"rho": ds.get("rho"), "lt_seed": ds.get("lt_seed"),
-                              "train_indices_sha256": ds.get("train_sha256")},
+                dataset_config=ds.config if ds is not None else None,
+                dataset_split=(ds.test_split if ds is not None else None) or "test",
+                dataset_args=({"rho": ds.rho, "lt_seed": ds.lt_seed, "train_indices_sha256": ds.train_sha256}
+                              if ds is not None else None),
                 metric_type=key,
                 metric_value=float(value),
                 metric_name=name,
@@ -237,15 +243,21 @@ for out-of-distribution inputs. Validate on your own data before relying on it f
 
 ```python
 import refcal_zoo
-model = refcal_zoo.load("{{ load_id }}")          # eval mode; model(x) returns logits / T (calibrated)
+model = refcal_zoo.load("{{ load_id }}"){{ load_comment }}
 ```
 
-`model.predict_proba(images)` takes uint8 or [0, 1] float tensors `[N, 3, H, W]` or PIL images and applies the
-model's own preprocessing (mean {{ mean }}, std {{ std }}, input size {{ input_size }}).
-`refcal_zoo.load(..., calibrated=False)` returns raw logits; `model.model` is the plain timm classifier.
-{% if repo_id %}With timm alone (after `import refcal_zoo`, which registers `{{ arch }}`):
-`timm.create_model("hf-hub:{{ repo_id }}", pretrained=True)` (raw logits; the temperature is `config.json`'s
-`refcal.temperature`).
+`model(x)` returns logits / T (calibrated), in eval mode. `model.predict_proba(images)` takes uint8 or [0, 1]
+float tensors `[N, 3, H, W]` or PIL images and applies the model's own preprocessing (mean {{ mean }}, std
+{{ std }}, input size {{ input_size }}). `refcal_zoo.load(..., calibrated=False)` returns raw logits;
+`model.model` is the plain timm classifier.
+{% if timm_tag or repo_id %}
+With timm (after `import refcal_zoo`, which registers `{{ arch }}`{% if timm_tag %} and its pretrained tags{% endif %}),
+raw logits (the temperature is `config.json`'s `run_record.temperature`):
+
+```python
+{% if timm_tag %}timm.create_model("{{ timm_tag }}", pretrained=True)
+{% endif %}{% if repo_id %}timm.create_model("hf-hub:{{ repo_id }}", pretrained=True)
+{% endif %}```
 {% endif %}
 ## Training recipe and budget actually used
 
@@ -307,16 +319,16 @@ whose true class is in the group).
 """
 
 
-def _method_desc(method: dict[str, Any] | None) -> str:
-    if not method:
+def _method_desc(method: MethodRecord | None) -> str:
+    if method is None:
         return "unknown"
-    name = method.get("name")
-    base = method.get("base_loss", "ce")
-    args = method.get("loss_args") or {}
+    name = method.name
+    base = method.base_loss
+    args = method.loss_args or {}
     arg_text = f" ({', '.join(f'{k}={v}' for k, v in args.items())})" if args else ""
     if name == "plain":
         return f"plain training with the `{base}` loss{arg_text}"
-    sup = method.get("supcon") or {}
+    sup = method.supcon or {}
     if name == "refcal":
         return (f"two-stage RefCal: stage 1 trains the encoder with the supervised contrastive loss (temperature "
                 f"{sup.get('temperature')}, base temperature {sup.get('base_temperature')}, `{sup.get('augment')}` "
@@ -327,25 +339,28 @@ def _method_desc(method: dict[str, Any] | None) -> str:
 
 def _selection_lines(rec: FolderRecord) -> list[str]:
     """Which epoch's weights were published (the engine may select the best validation epoch)."""
-    selection = rec.refcal.get("selection") or {}
+    selection = rec.record.selection if rec.record else None
     scored = [r for r in rec.log if "val_accuracy" in r or "val_nll" in r]
     if not scored:
+        if selection is not None and selection.epoch:
+            return [f"Published weights: epoch {selection.epoch} (of the last stage), selected by `{selection.rule}` "
+                    "on the validation split."]
         return []
     chosen, how = scored[-1], "the last epoch"
-    if selection.get("epoch"):
+    if selection is not None and selection.epoch:
         stage = scored[-1].get("stage")
-        match = [r for r in scored if r.get("stage") == stage and r.get("epoch") == selection["epoch"]]
+        match = [r for r in scored if r.get("stage") == stage and r.get("epoch") == selection.epoch]
         if match:
             chosen = match[-1]
-            how = f"epoch {selection['epoch']}" + (f" of stage `{stage}`" if stage not in (None, "train") else "")
-            how += f", selected by `{selection.get('rule')}` on the validation split"
+            how = f"epoch {selection.epoch}" + (f" of stage `{stage}`" if stage not in (None, "train") else "")
+            how += f", selected by `{selection.rule}` on the validation split"
     return [f"Published weights: {how} (train accuracy {_num(chosen.get('train_accuracy'))}, validation accuracy "
             f"{_num(chosen.get('val_accuracy'))}, validation NLL {_num(chosen.get('val_nll'))})."]
 
 
 def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str]:
     """Epochs and image passes per training stage, as logged (log.jsonl) or else as configured."""
-    training = rec.refcal.get("training") or {}
+    budget = rec.record.budget if rec.record else None
     tc = rec.train_config or {}
     stages: list[tuple[str, int]] = []
     for record in rec.log:
@@ -357,45 +372,57 @@ def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str
     source = "logged"
     if not stages:
         source = "configured"
-        stages = [("train", int(training.get("epochs") or 0))]
+        stages = [("train", int((budget.epochs if budget else 0) or 0))]
     if not train_counts:
         return [f"Epochs ({source}): " + ", ".join(f"{n} {e}" for n, e in stages) + "."]
     n_train = int(sum(train_counts))
     lines = []
-    method = rec.refcal.get("method") or {}
+    method = rec.record.method if rec.record else None
     for name, epochs in stages:
         section = tc.get("stage2") if name == "classifier" else tc.get("train")
-        batch = (section or {}).get("batch_size") or training.get("batch_size")
+        batch = (section or {}).get("batch_size") or (budget.batch_size if budget else None)
         per_epoch = _images_per_epoch(n_train, batch)
         label = "Budget" if len(stages) == 1 else f"Budget of stage `{name}`"
         line = f"{label} ({source}): epochs {epochs} x {per_epoch:,} training images per epoch"
         if per_epoch != n_train:
             line += f" (of {n_train:,}; batch {batch}, last incomplete batch dropped)"
         line += f" = {per_epoch * epochs:,} image passes"
-        views = (method.get("supcon") or {}).get("views")
-        if name == "contrastive" or (method.get("name") == "refcal_joint" and views and views > 1):
+        views = ((method.supcon if method else None) or {}).get("views")
+        if name == "contrastive" or (method is not None and method.name == "refcal_joint" and views and views > 1):
             line += f" ({2 if name == 'contrastive' else views} augmented views each)"
         lines.append(line + ".")
     return lines
 
 
-def build_model_card(folder: str | Path, *, repo_id: str | None = None) -> ModelCard:
-    """Render the model card of a run folder or a published folder (numbers only from its files)."""
+def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_tag: str | None = None,
+                     repo_id: str | None = None) -> ModelCard:
+    """Render the model card of a run folder or a published folder (numbers only from its files).
+
+    Usage lines are only those that work: ``zoo_name`` (an entry of the zoo index), ``timm_tag`` (its timm
+    pretrained tag) and ``repo_id`` (a Hub repo the folder has been pushed to); without them, the folder itself.
+    """
     from .. import __version__
     from ..metrics import METRIC_DEFINITIONS
 
     rec = read_folder(folder)
+    record = rec.record
     n_bins = _n_bins()
     metrics = rec.metrics or {}
-    ds = rec.refcal.get("dataset") or {}
-    training = rec.refcal.get("training") or {}
+    ds = record.dataset if record else None
+    budget = record.budget if record else None
+    method = record.method if record else None
     cfg = rec.config
     pcfg = cfg.get("pretrained_cfg") or {}
     tc = rec.train_config or {}
-    temperature = rec.refcal.get("temperature")
+    temperature = record.temperature if record else None
     arch = cfg.get("architecture", "?")
     num_classes = cfg.get("num_classes")
-    load_id = repo_id and f"hf-hub:{repo_id}" or rec.name
+    if zoo_name:
+        load_id, load_comment = zoo_name, ""
+    elif repo_id:
+        load_id, load_comment = f"hf-hub:{repo_id}", ""
+    else:
+        load_id, load_comment = f"path/to/{rec.name}", "   # the folder holding this card"
     size = pcfg.get("input_size") or [3, 32, 32]
     input_desc = f"{size[1]}x{size[2]} RGB images"
 
@@ -404,8 +431,8 @@ def build_model_card(folder: str | Path, *, repo_id: str | None = None) -> Model
         library_name="refcal_zoo",
         license="apache-2.0",
         pipeline_tag="image-classification",
-        tags=TAGS + ([rec.refcal["method"]["name"]] if (rec.refcal.get("method") or {}).get("name") else []),
-        datasets=[d] if (d := _hub_dataset_id(ds.get("path"))) else None,
+        tags=TAGS + ([method.name] if method is not None and method.name not in TAGS else []),
+        datasets=[d] if (d := _hub_dataset_id(ds)) else None,
         metrics=["accuracy", "ece", "nll", "brier", "roc_auc"],
         eval_results=_eval_results(rec, n_bins) or None,
     )
@@ -419,15 +446,18 @@ def build_model_card(folder: str | Path, *, repo_id: str | None = None) -> Model
         if key in metrics:
             full_table.append((key, _num(metrics.get(key)), _num(metrics.get(f"ts/{key}")), definition))
 
-    train_counts = ds.get("train_counts") or (rec.lt or {}).get("train_counts")
+    train_counts = (ds.train_counts if ds else None) or (rec.lt or {}).get("train_counts")
     training_lines = _budget_lines(rec, train_counts)
-    if training.get("train_seconds") is not None:
-        on = f" on {training['device']}" if training.get("device") else ""
-        training_lines.append(f"Wall-clock training time: {training['train_seconds']} s{on} at "
-                              f"{training.get('train_images_per_second')} images/s (training loop only; evaluation "
+    if budget is not None and budget.train_seconds is not None:
+        on = f" on {budget.device}" if budget.device else ""
+        training_lines.append(f"Wall-clock training time: {budget.train_seconds} s{on} at "
+                              f"{budget.train_images_per_second} images/s (training loop only; evaluation "
                               "and temperature fitting excluded).")
+    if record is not None and record.precision.mixed_precision not in (None, "no"):
+        training_lines.append(f"Mixed precision: {record.precision.mixed_precision}"
+                              + (", channels-last" if record.precision.channels_last else "") + ".")
     t = tc.get("train") or {}
-    two_stage = (rec.refcal.get("method") or {}).get("name") == "refcal" and bool(tc.get("stage2"))
+    two_stage = method is not None and method.name == "refcal" and bool(tc.get("stage2"))
     supcon_cfg = (tc.get("method") or {}).get("supcon") or {}
     stage1_augment = supcon_cfg.get("augment") if two_stage else t.get("augment")
     if t:
@@ -446,29 +476,12 @@ def build_model_card(folder: str | Path, *, repo_id: str | None = None) -> Model
                 f"(lr {s2.get('lr')}, weight decay {s2.get('weight_decay')}), batch {s2.get('batch_size')}, "
                 f"schedule {s2.get('schedule')}, "
                 f"augmentation {s2.get('augment')}.")
-    elif training:
-        training_lines.append(f"Batch {training.get('batch_size')}, lr {training.get('lr')}, schedule "
-                              f"{training.get('schedule')}, seed {training.get('seed')}.")
+    elif budget is not None:
+        training_lines.append(f"Batch {budget.batch_size}, lr {budget.lr}, schedule {budget.schedule}, "
+                              f"seed {budget.seed}.")
     training_lines.extend(_selection_lines(rec))
 
-    described = ((rec.lt or {}).get("source") or {}).get("source")
-    data_lines = [f"Source: `{ds.get('path')}`" + (f" (config `{ds.get('config')}`)" if ds.get("config") else "")
-                  + (f" ({described})" if described else "")
-                  + (f", columns `{ds.get('image_column')}` / `{ds.get('label_column')}`" if ds.get("image_column")
-                     else "") + "."]
-    if ds.get("rho") is not None:
-        data_lines.append(f"Training split: the exponential long-tailed subset of LDAM-DRW (Cao et al. 2019) with "
-                          f"imbalance ratio rho={ds.get('rho'):g}, head-class size n_max={ds.get('n_max')}, "
-                          f"seed {ds.get('lt_seed')}: {sum(train_counts or []):,} images, per class "
-                          f"{train_counts}.")
-    if ds.get("val_counts"):
-        data_lines.append(f"Validation split (temperature fitting; never the test split): {sum(ds['val_counts']):,} "
-                          f"images, per class {ds['val_counts']}.")
-    data_lines.append(f"Test split: `{ds.get('test_split') or 'test'}`, untouched ({metrics.get('n', 'n/a')} images).")
-    data_lines.append(f"Indices sha256 (sorted int64): train `{ds.get('train_sha256')}`, validation "
-                      f"`{ds.get('val_sha256')}`" + (" (the indices are in [`lt_indices.json`](lt_indices.json))."
-                                                     if (rec.folder / "lt_indices.json").is_file() else "."))
-
+    data_lines = _data_lines(rec, ds, train_counts, metrics)
     figures = [(f, alt) for f, alt in (("reliability.png", "Reliability diagram (raw logits, test split)"),
                                        ("reliability_ts.png", "Reliability diagram after temperature scaling"))
                if rec.figure(f)]
@@ -495,8 +508,8 @@ def build_model_card(folder: str | Path, *, repo_id: str | None = None) -> Model
     mean = [round(float(v), 4) for v in pcfg.get("mean", [])]
     std = [round(float(v), 4) for v in pcfg.get("std", [])]
     params = _param_count(rec.folder)
-    method_desc = _method_desc(rec.refcal.get("method"))
-    if rec.refcal.get("method") or ds:
+    method_desc = _method_desc(method)
+    if record is not None:
         summary = (f"A `{arch}` image classifier trained on {_dataset_title(ds)} with {method_desc}"
                    + (", with a temperature fitted on held-out validation data so its confidence can be trusted."
                       if isinstance(temperature, (int, float)) else "."))
@@ -512,8 +525,10 @@ def build_model_card(folder: str | Path, *, repo_id: str | None = None) -> Model
         n_test=_num(metrics.get("n")),
         input_desc=input_desc,
         num_classes=num_classes,
-        dataset_base=_dataset_base(ds.get("path")),
+        dataset_base=_dataset_base(ds.id if ds else None),
         load_id=load_id,
+        load_comment=load_comment,
+        timm_tag=timm_tag,
         repo_id=repo_id,
         arch=arch,
         mean=mean,
@@ -529,9 +544,40 @@ def build_model_card(folder: str | Path, *, repo_id: str | None = None) -> Model
         figures=figures,
         groups=groups,
         temperature_line=temperature_line,
-        seed=training.get("seed", tc.get("train", {}).get("seed")),
-        toy=_dataset_base(ds.get("path")) == "digits",
+        seed=(budget.seed if budget else None) or t.get("seed"),
+        toy=_dataset_base(ds.id if ds else None) == "digits",
         paper=PAPER,
         paper_url=PAPER_URL,
         version=__version__,
     )
+
+
+def _data_lines(rec: FolderRecord, ds: DatasetRecord | None, train_counts: list[int] | None,
+                metrics: dict[str, Any]) -> list[str]:
+    """Provenance: the dataset by identity (never a machine path), its fingerprints, the split sizes and hashes."""
+    if ds is None:
+        return ["No training record: the training data is unknown."]
+    described = ((rec.lt or {}).get("source") or {}).get("source")
+    kind = {"hub": "Hugging Face Hub dataset", "builtin": "embedded dataset",
+            "local": "a local dataset folder named"}.get(ds.kind, "dataset")
+    line = f"Source: {kind} `{ds.id}`" + (f" (config `{ds.config}`)" if ds.config else "")
+    line += f" at revision `{ds.revision}`" if ds.revision else ""
+    line += f" ({described})" if described else ""
+    if ds.image_column:
+        line += f", columns `{ds.image_column}` / `{ds.label_column}`"
+    lines = [line + "."]
+    if ds.fingerprints:
+        lines.append("`datasets` fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in sorted(ds.fingerprints.items()))
+                     + ".")
+    if ds.rho is not None:
+        lines.append(f"Training split: the exponential long-tailed subset of LDAM-DRW (Cao et al. 2019) with "
+                     f"imbalance ratio rho={ds.rho:g}, head-class size n_max={ds.n_max}, seed {ds.lt_seed}: "
+                     f"{sum(train_counts or []):,} images, per class {train_counts}.")
+    if ds.val_counts:
+        lines.append(f"Validation split (temperature fitting; never the test split): {sum(ds.val_counts):,} "
+                     f"images, per class {ds.val_counts}.")
+    lines.append(f"Test split: `{ds.test_split or 'test'}`, untouched ({metrics.get('n', 'n/a')} images).")
+    lines.append(f"Indices sha256 (sorted int64): train `{ds.train_sha256}`, validation `{ds.val_sha256}`"
+                 + (" (the indices are in [`lt_indices.json`](lt_indices.json))."
+                    if (rec.folder / "lt_indices.json").is_file() else "."))
+    return lines

@@ -29,7 +29,7 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def check_model_name(name: str) -> str:
-    """A zoo name or mirror sub-folder name: one path component, no separators or ``..``."""
+    """A zoo name (a folder name under the shipped weights): one path component, no separators or ``..``."""
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
         raise ResolveError(
             f"'{name}' is not a valid zoo model name (one component of letters, digits, '-', '_', '.'; "

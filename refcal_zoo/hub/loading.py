@@ -1,22 +1,17 @@
-"""``refcal_zoo.load``: resolve a name, path or Hub id to a verified, calibrated classifier in eval mode.
+"""Hub-repo folders -> verified timm classifiers: resolve a folder or ``hf-hub:`` id, check the files, build.
 
-Resolution order (see :func:`resolve`):
+This layer knows folders and Hub repos only; zoo names are resolved by :mod:`refcal_zoo.zoo`, which builds on it.
 
-1. ``local-dir:FOLDER`` or an existing local folder (a run folder or a published folder);
-2. ``hf-hub:org/name[@revision]`` through ``huggingface_hub`` (normal HF cache, honours ``HF_HUB_OFFLINE``);
-3. a zoo name (``refcal_zoo.list_models()``): the pinned revision from the HF cache, then
-   ``$REFCAL_ZOO_MIRROR/<name>/`` (a folder laid out like the Hub repo, for air-gapped clusters), then
-   weights shipped inside the package (``refcal_zoo/zoo/weights/<name>/``), then a Hub download
-   (unless offline). Every local copy is checked against the sha256 pinned in the zoo index.
-
-Weights are read only from ``model.safetensors`` (never pickle), checked for truncation and sha256, and loaded
-strictly: a class-count or shape mismatch between ``config.json`` and the weights is refused.
+* :func:`resolve_folder`: ``local-dir:FOLDER`` / an existing folder, or ``hf-hub:org/name[@revision]`` through
+  ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` - a mirror is an ``HF_ENDPOINT``).
+* :func:`load_folder`: ``model.safetensors`` only (never pickle), checked for truncation, sha256 pins, a classifier
+  whose size matches ``config.json``'s ``num_classes`` and finite values, then loaded strictly into the timm model.
+* :func:`predict_logits` / :func:`predict_proba`: the model's own preprocessing, with checked inputs.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,16 +31,22 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
-from .checks import check_model_name, check_repo_id, check_safetensors, check_user_path
+from .. import __version__
+from ..fileio import sha256_file
+from ..record import RecordError, RunRecord, read_record
+from .checks import check_repo_id, check_safetensors, check_user_path
 from .errors import IntegrityError, NotAvailableError, ResolveError
 
-__all__ = ["Resolved", "ZooModel", "load", "predict_logits", "predict_proba", "resolve"]
+__all__ = ["LoadedFolder", "Resolved", "download", "load_folder", "predict_logits", "predict_proba",
+           "resolve_folder", "resolve_hub_id"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-OPTIONAL_FILES = ("metrics.json",)
+OPTIONAL_FILES = ("metrics.json", "lt_indices.json")
 _REPO_LIKE = re.compile(r"^[^/\\]+/[^/\\]+$")
 
 
@@ -54,11 +55,22 @@ class Resolved:
     """Where a model's files are: a local folder and how it was found."""
 
     folder: Path
-    source: str  # local | hf-hub | hf-cache | mirror | embedded
+    source: str  # local | hf-hub | embedded
     repo_id: str | None = None
     revision: str | None = None
-    name: str | None = None  # zoo name, if resolved through the index
+    name: str | None = None  # zoo name, if resolved through the zoo index
     pins: list[tuple[str, str]] = field(default_factory=list)  # (sha256, where it was pinned)
+
+
+@dataclass
+class LoadedFolder:
+    """A verified, loaded folder: the raw timm model (eval mode), its config, run record and weights sha256."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    record: RunRecord | None
+    sha256: str
+    metrics: dict[str, Any]
 
 
 # ----------------------------------------------------------------------------------------------- resolution
@@ -68,144 +80,67 @@ def _offline() -> bool:
     return bool(hf_constants.HF_HUB_OFFLINE)
 
 
-def _library_version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
-def _download(repo_id: str, revision: str | None, *, local_only: bool) -> Path:
-    """config.json + model.safetensors (+ optional files) of ``repo_id@revision`` into the HF cache."""
-    kw = dict(repo_id=repo_id, revision=revision, library_name="refcal_zoo", library_version=_library_version(),
-              local_files_only=local_only)
-    config = hf_hub_download(filename=CONFIG, **kw)
-    hf_hub_download(filename=WEIGHTS, **kw)
-    for name in OPTIONAL_FILES:
-        try:
-            hf_hub_download(filename=name, **kw)
-        except (EntryNotFoundError, HfHubHTTPError, OSError):
-            pass  # optional extras: the card's numbers also live in config.json's refcal block
-    return Path(config).parent
-
-
-def _how_to_get(repo_id: str, revision: str | None, name: str | None, train_command: str | None) -> str:
+def how_to_get(repo_id: str, revision: str | None, train_command: str | None = None) -> str:
+    """The ways to get a Hub repo onto a machine that lacks it (one line)."""
     rev = revision or "main"
-    ways = []
-    if _offline():
-        ways.append("unset HF_HUB_OFFLINE on a machine with network access to download it into the HF cache")
-    else:
-        ways.append("check the network connection to the Hugging Face Hub (or set HF_ENDPOINT)")
+    ways = ["unset HF_HUB_OFFLINE on a machine with network access to download it into the HF cache" if _offline()
+            else "check the network connection to the Hugging Face Hub (or set HF_ENDPOINT to a mirror)"]
     ways.append(f"or fetch it elsewhere with `hf download {repo_id} --revision {rev}` and copy the cache "
                 f"({hf_constants.HF_HUB_CACHE}) to this machine")
-    if name is not None:
-        ways.append(f"or set REFCAL_ZOO_MIRROR to a folder holding {name}/ ({CONFIG}, {WEIGHTS}) for air-gapped use")
     if train_command:
         ways.append(f"or train it yourself: {train_command}")
     return "; ".join(ways)
 
 
-def _hub(repo_id: str, revision: str | None, *, name: str | None = None, train_command: str | None = None) -> Path:
+def download(repo_id: str, revision: str | None, *, local_only: bool = False,
+             train_command: str | None = None) -> Path:
+    """``config.json`` + ``model.safetensors`` (+ optional files) of ``repo_id@revision`` via the HF cache."""
+    kw = dict(repo_id=repo_id, revision=revision, library_name="refcal_zoo", library_version=__version__,
+              local_files_only=local_only or _offline())
     try:
-        return _download(repo_id, revision, local_only=False)
+        config = hf_hub_download(filename=CONFIG, **kw)
+        hf_hub_download(filename=WEIGHTS, **kw)
     except RepositoryNotFoundError:
-        raise NotAvailableError(
-            f"Hub repo '{repo_id}' was not found (or is private/gated: log in with `hf auth login`)"
-            + (f"; train it yourself: {train_command}" if train_command else "")
-        ) from None
+        raise NotAvailableError(f"Hub repo '{repo_id}' was not found (or is private/gated: log in with "
+                                "`hf auth login`)" + (f"; train it yourself: {train_command}" if train_command
+                                                      else "")) from None
     except RevisionNotFoundError:
         raise NotAvailableError(f"Hub repo '{repo_id}' has no revision '{revision}'; pass an existing "
                                 "branch, tag or commit") from None
     except LocalEntryNotFoundError:
-        state = "offline mode is on (HF_HUB_OFFLINE)" if _offline() else "the Hub could not be reached"
-        raise NotAvailableError(
-            f"'{repo_id}' (revision {revision or 'main'}) is not in the Hugging Face cache and {state}. "
-            f"To get it: {_how_to_get(repo_id, revision, name, train_command)}"
-        ) from None
+        state = "offline mode is on (HF_HUB_OFFLINE)" if _offline() else (
+            "only the cache was asked" if local_only else "the Hub could not be reached")
+        raise NotAvailableError(f"'{repo_id}' (revision {revision or 'main'}) is not in the Hugging Face cache "
+                                f"and {state}. To get it: {how_to_get(repo_id, revision, train_command)}") from None
     except EntryNotFoundError:
         raise NotAvailableError(f"Hub repo '{repo_id}' has no {CONFIG} or {WEIGHTS}; it is not a refcal_zoo/timm "
                                 "model repo") from None
     except (HfHubHTTPError, OSError) as exc:
         raise NotAvailableError(f"cannot download '{repo_id}': {exc}. To get it: "
-                                f"{_how_to_get(repo_id, revision, name, train_command)}") from None
-
-
-def _has_files(folder: Path) -> bool:
-    return (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file()
-
-
-def _mirror_folder(name: str) -> Path | None:
-    root = os.environ.get("REFCAL_ZOO_MIRROR")
-    if not root:
-        return None
-    root_path = Path(root).expanduser().resolve()
-    folder = (root_path / check_model_name(name)).resolve()
-    if root_path not in folder.parents:  # e.g. a symlink pointing out of the mirror
-        raise ResolveError(f"mirror entry '{folder}' lies outside REFCAL_ZOO_MIRROR ({root_path}); refusing it")
-    return folder
-
-
-def _resolve_zoo(name: str, revision: str | None) -> Resolved:
-    from ..zoo import DEFAULT_ORG, get_entry, weights_dir, zoo_org
-
-    entry = get_entry(name)
-    repo_id = entry.repo_id
-    pinned = entry.revision
-    rev = revision if revision is not None else pinned
-    pins = [(entry.sha256, f"the zoo index entry '{name}'")] if entry.sha256 and rev == pinned else []
-    if rev == pinned:  # local copies hold the pinned revision only
+                                f"{how_to_get(repo_id, revision, train_command)}") from None
+    for name in OPTIONAL_FILES:
         try:
-            folder = _download(repo_id, rev, local_only=True)
-            return Resolved(folder, "hf-cache", repo_id, rev, name, pins)
-        except (LocalEntryNotFoundError, EntryNotFoundError, OSError):
-            pass
-        mirror = _mirror_folder(name)
-        if mirror is not None and _has_files(mirror):
-            return Resolved(mirror, "mirror", repo_id, rev, name, pins)
-        embedded = weights_dir() / name
-        if _has_files(embedded):
-            return Resolved(embedded, "embedded", repo_id, rev, name, pins)
-    custom_repo = entry.repo is not None or zoo_org() != DEFAULT_ORG
-    if not entry.published and not custom_repo:
-        mirror_hint = f" (REFCAL_ZOO_MIRROR has no {name}/ folder)" if os.environ.get("REFCAL_ZOO_MIRROR") else ""
-        raise NotAvailableError(
-            f"zoo model '{name}' has no published weights yet (status: {entry.status}){mirror_hint}. Train it from "
-            f"a refcal_zoo checkout with `{entry.train_command}`, then load the run folder: "
-            f"refcal_zoo.load('runs/{name}') (or publish it with `refcal-zoo publish runs/{name} --to FOLDER`)"
-        )
-    if _offline():
-        raise NotAvailableError(
-            f"zoo model '{name}' ({repo_id}, revision {rev or 'main'}) is not in the Hugging Face cache "
-            f"({hf_constants.HF_HUB_CACHE}), not in a mirror and not shipped with the package, and offline mode is "
-            f"on (HF_HUB_OFFLINE). To get it: {_how_to_get(repo_id, rev, name, entry.train_command)}"
-        )
-    folder = _hub(repo_id, rev, name=name, train_command=entry.train_command)
-    return Resolved(folder, "hf-hub", repo_id, rev, name, pins)
+            hf_hub_download(filename=name, **kw)
+        except (EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError):
+            pass  # optional extras: the metrics also live in config.json's run record
+    return Path(config).parent
 
 
-def _resolve_hub_id(spec: str, revision: str | None) -> Resolved:
+def resolve_hub_id(spec: str, revision: str | None, pins: list[tuple[str, str]] | None = None) -> Resolved:
+    """``org/name[@revision]`` -> its folder in the HF cache (downloading unless offline)."""
     repo_id, _, rev = spec.partition("@")
     check_repo_id(repo_id)
     if rev and revision is not None and rev != revision:
         raise ResolveError(f"'hf-hub:{spec}' pins revision '{rev}' but revision='{revision}' was passed; give one")
     rev = rev or revision
-    pins = []
-    from ..zoo import load_index
-
-    for entry in load_index().values():
-        if entry.published and entry.repo_id == repo_id and entry.sha256 and (rev or None) == entry.revision:
-            pins.append((entry.sha256, f"the zoo index entry '{entry.name}'"))
-    return Resolved(_hub(repo_id, rev), "hf-hub", repo_id, rev, None, pins)
+    return Resolved(download(repo_id, rev), "hf-hub", repo_id, rev, None, list(pins or []))
 
 
-def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None) -> Resolved:
-    """Find the folder holding ``config.json`` + ``model.safetensors`` for ``name_or_path`` (no loading)."""
-    if isinstance(name_or_path, os.PathLike):
-        name_or_path = os.fspath(name_or_path)
-    if not isinstance(name_or_path, str) or not name_or_path:
-        raise ResolveError(f"expected a zoo name, a folder or 'hf-hub:org/name', got {name_or_path!r}")
-    spec = name_or_path
+def resolve_folder(spec: str | os.PathLike, *, revision: str | None = None) -> Resolved | None:
+    """A local folder (``local-dir:`` optional) or ``hf-hub:`` id; ``None`` for anything else (e.g. a zoo name)."""
+    spec = os.fspath(spec)
     if spec.startswith(("hf-hub:", "hf_hub:")):
-        return _resolve_hub_id(spec.split(":", 1)[1], revision)
+        return resolve_hub_id(spec.split(":", 1)[1], revision)
     explicit_dir = spec.startswith("local-dir:")
     if explicit_dir:
         spec = spec.split(":", 1)[1]
@@ -217,105 +152,17 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None) -> 
         if revision is not None:
             raise ResolveError(f"revision='{revision}' applies to Hub repos, not to the local folder '{spec}'")
         return Resolved(path, "local")
-    from ..zoo import load_index
-
-    if spec in load_index():
-        return _resolve_zoo(spec, revision)
     if _REPO_LIKE.match(spec) and not spec.startswith((".", "~")):
-        raise ResolveError(f"'{spec}' is neither a local folder nor a zoo name; for a Hub repo write "
-                           f"'hf-hub:{spec}'")
+        return None  # the caller decides (zoo name? then "write hf-hub:")
     if "/" in spec or "\\" in spec or spec.startswith((".", "~")):
         raise ResolveError(f"folder '{spec}' does not exist")
-    check_model_name(spec)
-    from ..zoo import get_entry
-
-    get_entry(spec)  # raises: unknown name, with close matches
-    raise AssertionError("unreachable")
-
-
-# ----------------------------------------------------------------------------------------------- the module
-
-
-class ZooModel(nn.Module):
-    """A zoo classifier with its learned temperature: ``model(x)`` returns ``logits / T`` when calibrated.
-
-    ``.model`` is the raw timm classifier; ``.temperature`` a 0-dim buffer (1.0 when the run fitted none);
-    ``.pretrained_cfg`` its preprocessing (mean/std/input size); ``.zoo_info`` metrics, dataset and method.
-    """
-
-    def __init__(self, model: nn.Module, temperature: float | None, *, calibrated: bool = True,
-                 zoo_info: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        t = 1.0 if temperature is None else float(temperature)
-        if not (math.isfinite(t) and t > 0):
-            raise IntegrityError(f"temperature must be a positive finite number, got {temperature!r}")
-        self.model = model
-        self.register_buffer("temperature", torch.tensor(t, dtype=torch.float32), persistent=False)
-        self.calibrated = bool(calibrated)
-        self.zoo_info: dict[str, Any] = dict(zoo_info or {})
-
-    @property
-    def pretrained_cfg(self) -> dict[str, Any]:
-        return self.model.pretrained_cfg
-
-    @property
-    def default_cfg(self) -> dict[str, Any]:
-        return self.model.pretrained_cfg
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.model.num_classes)
-
-    @property
-    def label_names(self) -> list[str] | None:
-        names = self.pretrained_cfg.get("label_names")
-        return list(names) if names is not None else None
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        out = self.model.forward_head(x, pre_logits=pre_logits)
-        return out if pre_logits or not self.calibrated else out / self.temperature
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(x)
-        return logits / self.temperature if self.calibrated else logits
-
-    @torch.no_grad()
-    def predict_proba(self, images: Any, *, batch_size: int = 256) -> torch.Tensor:
-        """Class probabilities (CPU float32 ``[N, K]``) of images; see :func:`predict_proba`."""
-        return predict_proba(self, images, batch_size=batch_size)
-
-    def extra_repr(self) -> str:
-        return f"temperature={float(self.temperature):.4f}, calibrated={self.calibrated}"
-
-
-def _state_error(cfg: dict, weights: Path, state: dict, expected: dict) -> str | None:
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected
-              if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    classifier = (cfg.get("pretrained_cfg") or {}).get("classifier") or "fc"
-    for key, got, want in shapes:
-        if key in (f"{classifier}.weight", f"{classifier}.bias"):
-            return (f"{CONFIG} declares num_classes={want[0]} but '{weights}' holds a {got[0]}-class classifier "
-                    f"({key} {list(got)}); the config and weights do not belong together - refusing to load "
-                    "(no partial/strict=False loading)")
-    if shapes or missing or unexpected:
-        parts = []
-        if shapes:
-            parts.append("shape mismatches " + ", ".join(f"{k} {list(g)} vs {list(w)}" for k, g, w in shapes[:3]))
-        if missing:
-            parts.append(f"missing {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}")
-        return (f"'{weights}' does not fit architecture '{cfg.get('architecture')}' from {CONFIG} ("
-                + "; ".join(parts) + "); refusing to load")
     return None
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def read_config(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG
     if not path.is_file():
         raise ResolveError(f"'{folder}' has no {CONFIG}; give a refcal_zoo run or published folder (or a timm Hub "
@@ -329,22 +176,78 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return cfg
 
 
-def _build(folder: Path, resolved: Resolved) -> tuple[nn.Module, dict[str, Any], str]:
-    from ..fileio import sha256_file
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
 
-    cfg = _read_config(folder)
+
+def folder_record(folder: Path, cfg: dict[str, Any]) -> RunRecord | None:
+    """The run record of a folder's ``config.json`` (version 2, or version 1 read with its ``lt_indices.json``)."""
+    try:
+        return read_record(cfg, lt=_read_json(folder / "lt_indices.json"))
+    except RecordError as exc:
+        raise IntegrityError(f"'{folder / CONFIG}': {exc}") from None
+
+
+def _check_classifier(cfg: dict, weights: Path, header: dict) -> None:
+    """config.json's num_classes against the classifier's rows in the safetensors header (before reading tensors)."""
+    classifier = (cfg.get("pretrained_cfg") or {}).get("classifier") or "fc"
+    key = f"{classifier}.weight"
+    num_classes = cfg.get("num_classes")
+    meta = header.get(key)
+    if isinstance(meta, dict) and isinstance(num_classes, int) and meta.get("shape"):
+        rows = int(meta["shape"][0])
+        if rows != num_classes:
+            raise IntegrityError(
+                f"'{weights.parent / CONFIG}' declares num_classes={num_classes} but '{weights}' holds a {rows}-class "
+                f"classifier ({key} {list(meta['shape'])}): the config and weights do not belong together; use the "
+                f"{CONFIG} published with these weights (or publish the run again) - refusing to load")
+
+
+def _check_finite(state: dict[str, torch.Tensor], weights: Path) -> None:
+    for key, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise IntegrityError(f"'{weights}' holds non-finite values (NaN/inf) in '{key}': the training diverged "
+                                 "or the file is corrupt; retrain (e.g. with a lower learning rate) or copy it again "
+                                 "- refusing to load")
+
+
+def _state_error(cfg: dict, weights: Path, state: dict, expected: dict) -> str | None:
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected
+              if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if shapes or missing or unexpected:
+        parts = []
+        if shapes:
+            parts.append("shape mismatches " + ", ".join(f"{k} {list(g)} vs {list(w)}" for k, g, w in shapes[:3]))
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        return (f"'{weights}' does not fit architecture '{cfg.get('architecture')}' from {CONFIG} ("
+                + "; ".join(parts) + "); refusing to load")
+    return None
+
+
+def load_folder(folder: str | Path, pins: list[tuple[str, str]] | None = None) -> LoadedFolder:
+    """Verify and load ``folder`` (``config.json`` + ``model.safetensors``) as a timm model in eval mode."""
+    folder = Path(folder)
+    cfg = read_config(folder)
     weights = folder / WEIGHTS
     if not weights.is_file():
         others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".ckpt"))
         extra = f" (found {', '.join(others)}: refcal_zoo never unpickles weights)" if others else ""
         raise IntegrityError(f"'{folder}' has no {WEIGHTS}{extra}; refcal_zoo loads safetensors only")
-    check_safetensors(weights)
+    header = check_safetensors(weights)
     actual = sha256_file(weights)
-    refcal = cfg.get("refcal") if isinstance(cfg.get("refcal"), dict) else {}
-    pins = list(resolved.pins)
-    if refcal.get("weights_sha256"):
-        pins.append((refcal["weights_sha256"], f"'{folder / CONFIG}' (refcal.weights_sha256)"))
-    for expected, where in pins:
+    record = folder_record(folder, cfg)
+    all_pins = list(pins or [])
+    if record is not None and record.provenance.weights_sha256:
+        all_pins.append((record.provenance.weights_sha256, f"'{folder / CONFIG}' (run_record.provenance)"))
+    for expected, where in all_pins:
         if not isinstance(expected, str) or expected.lower() != actual:
             raise IntegrityError(f"sha256 of '{weights}' is {actual}, but {where} pins {expected}: the file is "
                                  "corrupt or was replaced; refusing to load it (delete it and download or copy "
@@ -358,75 +261,22 @@ def _build(folder: Path, resolved: Resolved) -> tuple[nn.Module, dict[str, Any],
     if label_names is not None and num_classes is not None and len(label_names) != num_classes:
         raise IntegrityError(f"'{folder / CONFIG}' declares num_classes={num_classes} but {len(label_names)} "
                              "label_names; the file is inconsistent")
-    model = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=False)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    _check_classifier(cfg, weights, header)
     try:
         state = load_file(str(weights), device="cpu")
     except SafetensorError as exc:
         raise IntegrityError(f"'{weights}' cannot be read as safetensors ({exc}); download or copy it again") from None
+    _check_finite(state, weights)
+    model = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=False)
     problem = _state_error(cfg, weights, state, model.state_dict())
     if problem:
         raise IntegrityError(problem)
     model.load_state_dict(state, strict=True)
-    return model, cfg, actual
-
-
-def _zoo_info(folder: Path, cfg: dict, resolved: Resolved, sha: str, calibrated: bool) -> dict[str, Any]:
-    refcal = cfg.get("refcal") if isinstance(cfg.get("refcal"), dict) else {}
-    metrics = dict(refcal.get("metrics") or {})
-    metrics_file = folder / "metrics.json"
-    if metrics_file.is_file():
-        try:
-            metrics = json.loads(metrics_file.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            pass
-    return {
-        "name": refcal.get("name") or resolved.name,
-        "source": resolved.source,
-        "folder": str(folder),
-        "repo_id": resolved.repo_id,
-        "revision": resolved.revision,
-        "sha256": sha,
-        "architecture": cfg.get("architecture"),
-        "num_classes": cfg.get("num_classes"),
-        "method": refcal.get("method"),
-        "dataset": refcal.get("dataset"),
-        "training": refcal.get("training"),
-        "temperature": refcal.get("temperature"),
-        "calibrated": calibrated,
-        "metrics": metrics,
-        "refcal": refcal,
-    }
-
-
-def load(
-    name_or_path: str | os.PathLike,
-    *,
-    revision: str | None = None,
-    device: str | torch.device | None = None,
-    calibrated: bool = True,
-) -> ZooModel:
-    """Load a zoo model, a published/run folder or a Hub repo as a :class:`ZooModel` in eval mode.
-
-    Args:
-        name_or_path: a zoo name (``refcal_zoo.list_models()``), a local folder (``local-dir:`` optional) or
-            ``hf-hub:org/name[@revision]``.
-        revision: Hub branch, tag or commit (default: the zoo index's pinned revision, else ``main``).
-        device: where to put the model (default CPU).
-        calibrated: divide the logits by the learned temperature (``model(x) == raw(x) / T``); ``False`` returns
-            the raw logits (``model.temperature`` still holds T).
-    """
-    resolved = resolve(name_or_path, revision=revision)
-    model, cfg, sha = _build(resolved.folder, resolved)
-    refcal = cfg.get("refcal") if isinstance(cfg.get("refcal"), dict) else {}
-    info = _zoo_info(resolved.folder, cfg, resolved, sha, calibrated)
-    wrapped = ZooModel(model, refcal.get("temperature"), calibrated=calibrated, zoo_info=info)
-    wrapped.eval()
-    if device is not None:
-        wrapped.to(device)
-    return wrapped
+    model.eval()
+    metrics = _read_json(folder / "metrics.json")
+    if not isinstance(metrics, dict):
+        metrics = dict(record.metrics) if record is not None else {}
+    return LoadedFolder(model, cfg, record, actual, metrics)
 
 
 # ----------------------------------------------------------------------------------------------- prediction
@@ -464,8 +314,15 @@ def _as_batch(images: Any, size: tuple[int, int]) -> torch.Tensor:
         raise TypeError(f"predict_proba takes tensors/arrays [N,3,H,W] or [3,H,W], or PIL images; got {type(images)}")
     if images.dim() == 3:
         images = images.unsqueeze(0)
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
+    if images.dim() != 4:
+        raise ValueError(f"images must have rank 4 [N, 3, H, W] or 3 [3, H, W], got rank {images.dim()} "
+                         f"{list(images.shape)}; stack single images into one batch")
+    if images.shape[1] not in (1, 3):
         raise ValueError(f"images must be [N, 3, H, W] or [3, H, W] (channels first), got {list(images.shape)}")
+    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"predict_proba got an empty batch {list(images.shape)}; pass at least one image")
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain non-finite values (NaN/inf); clean or drop those images first")
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     return images

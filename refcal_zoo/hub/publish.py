@@ -1,26 +1,34 @@
-"""Publishing: a Hub-repo folder from a run (``save_pretrained``) and its upload (``push_to_hub``).
+"""Publishing: a finished run -> Hub-repo folder (:func:`publish_run`), a model -> folder, a folder -> the Hub.
 
-``save_pretrained`` builds the folder in a staging sibling and moves it into place only when complete. Pushing is
-always an explicit step (never a side effect of training) and never modifies the local folder.
+Every folder is built in a staging sibling and moved into place only when complete. Pushing is always an explicit
+step (never a side effect of training) and never modifies the local folder. Published files carry no machine
+paths: the dataset appears by identity (Hub id, ``digits`` or a local folder's name), never by path.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+import yaml
 from huggingface_hub import HfApi
 from huggingface_hub import constants as hf_constants
 from torch import nn
 
-from ..fileio import atomic_copy, replace_folder, sha256_file, staging_folder, write_json, write_text
+from .. import __version__
+from ..fileio import atomic_copy, replace_folder, sha256_file, staging_folder, write_json, write_text, write_yaml
+from ..models.export import export_timm_folder
+from ..record import RECORD_KEY, V1_KEY, RunRecord, dataset_identity
 from .card import build_model_card
 from .checks import check_model_name, check_repo_id, check_safetensors, check_user_path
 from .errors import PublishError
+from .loading import folder_record
 
-__all__ = ["PUBLISHED_FILES", "push_to_hub", "save_pretrained"]
+__all__ = ["PUBLISHED_FILES", "migrate_folder", "publish_run", "push_folder", "save_model_folder"]
 
 #: published file name <- candidate source names (a run folder's, or an earlier published folder's)
 PUBLISHED_FILES = {
@@ -50,120 +58,169 @@ def _check_target(folder: Path, run_dir: Path | None) -> None:
                            "(a published folder is replaced as a whole)")
 
 
-def _unwrap(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-    from .loading import ZooModel
-
-    if isinstance(model, ZooModel):
-        return model.model, model.zoo_info
-    if not isinstance(model, nn.Module):
-        raise PublishError(f"save_pretrained needs a torch nn.Module (or run_dir=...), got {type(model).__name__}")
-    return model, dict(getattr(model, "zoo_info", {}) or {})
+# ------------------------------------------------------------------------------------------ path-free artefacts
 
 
-def _same_weights(model: nn.Module, weights: Path) -> bool:
-    from safetensors.torch import load_file
-
-    saved = load_file(str(weights), device="cpu")
-    current = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return set(saved) == set(current) and all(torch.equal(saved[k], current[k]) for k in saved)
+def _public_dataset(path: Any) -> Any:
+    return dataset_identity(path)[0] if isinstance(path, str) and path else path
 
 
-def _finish_config(stage: Path, weights_sha: str, name: str | None = None) -> None:
+def public_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A resolved training config without machine paths: ``dataset.path`` -> its identity, no ``output_dir``."""
+    out = copy.deepcopy(cfg)
+    if isinstance(out.get("dataset"), dict):
+        out["dataset"]["path"] = _public_dataset(out["dataset"].get("path"))
+    if "output_dir" in out:
+        out["output_dir"] = None
+    return out
+
+
+def public_lt_record(lt: dict[str, Any]) -> dict[str, Any]:
+    """``lt_indices.json`` with the dataset source by identity instead of by path."""
+    out = copy.deepcopy(lt)
+    source = out.get("source")
+    if isinstance(source, dict) and "path" in source:
+        source["path"] = _public_dataset(source["path"])
+    return out
+
+
+def _finish(stage: Path, record: RunRecord | None, name: str | None) -> None:
+    """Write the version-2 record (weights sha256, zoo name) into ``config.json``; drop a version-1 block."""
     cfg = json.loads((stage / "config.json").read_text())
-    refcal = cfg.setdefault("refcal", {})
-    refcal["weights_sha256"] = weights_sha
-    if name is not None:
-        refcal["name"] = name
+    cfg.pop(V1_KEY, None)
+    if record is not None:
+        record = copy.deepcopy(record)
+        record.provenance.weights_sha256 = sha256_file(stage / "model.safetensors")
+        if name is not None:
+            record.name = name
+        cfg[RECORD_KEY] = record.to_dict()
     write_json(stage / "config.json", cfg)
+    if (stage / "train_config.yaml").is_file():
+        tc = yaml.safe_load((stage / "train_config.yaml").read_text())
+        if isinstance(tc, dict):
+            write_yaml(stage / "train_config.yaml", public_train_config(tc))
+    if (stage / "lt_indices.json").is_file():
+        lt = json.loads((stage / "lt_indices.json").read_text())
+        if isinstance(lt, dict):
+            write_json(stage / "lt_indices.json", public_lt_record(lt))
 
 
-def save_pretrained(
-    model: nn.Module | None,
-    folder: str | Path,
-    run_dir: str | Path | None = None,
-    *,
-    repo_id: str | None = None,
-    name: str | None = None,
-) -> Path:
-    """Write a Hub-repo folder: ``model.safetensors``, timm ``config.json``, ``README.md`` card and the evidence.
-
-    With ``run_dir`` (a finished run folder, or an earlier published folder) everything comes from the run:
-    weights, config, ``metrics.json``,
-    ``temperature.json``, reliability diagrams, ``train_config.yaml``, ``train_log.jsonl``, ``lt_indices.json``;
-    ``model`` may then be ``None`` (if given, its weights must equal the run's). Without ``run_dir`` the model
-    (a :class:`~refcal_zoo.hub.loading.ZooModel` or a timm model) is serialised with the metadata it carries.
-    ``repo_id`` only fills the card's loading snippet. ``name`` is the zoo name the folder is published under
-    (``<arch>-<dataset>-<method>``; default: the run's own name), written to ``config.json`` and the card.
-    ``config.json``'s ``refcal.weights_sha256`` pins the weights. Returns the folder.
-    """
-    folder = check_user_path(folder)
-    run = check_user_path(run_dir) if run_dir is not None else None
-    if repo_id is not None:
-        check_repo_id(repo_id)
-    if name is not None:
-        check_model_name(name)
-    if run is not None:
-        if not run.is_dir():
-            raise PublishError(f"run folder '{run}' does not exist")
-        missing = [f for f in _REQUIRED_RUN_FILES if not (run / f).is_file()]
-        if missing:
-            raise PublishError(f"'{run}' is not a finished run folder (missing {', '.join(missing)}); train it first "
-                               "or give the folder that recipes/train.py wrote")
-        check_safetensors(run / "model.safetensors")
-        if model is not None and not _same_weights(_unwrap(model)[0], run / "model.safetensors"):
-            raise PublishError(f"the model's weights differ from '{run / 'model.safetensors'}', so the run's metrics "
-                               "would not describe them; pass run_dir alone (publish the run) or the model alone")
-    elif model is None:
-        raise PublishError("save_pretrained needs a model or run_dir=<finished run folder>")
-    _check_target(folder, run)
-
+def _build(folder: Path, fill, *, run_dir: Path | None = None, zoo_name: str | None = None,
+           timm_tag: str | None = None, repo_id: str | None = None) -> Path:
+    _check_target(folder, run_dir)
     stage = staging_folder(folder)
     try:
-        if run is not None:
-            atomic_copy(run / "model.safetensors", stage / "model.safetensors")
-            atomic_copy(run / "config.json", stage / "config.json")
-            for dst, sources in PUBLISHED_FILES.items():
-                src = next((run / s for s in sources if (run / s).is_file()), None)
-                if src is not None:
-                    atomic_copy(src, stage / dst)
-        else:
-            _save_model(model, stage, folder.name)
-        _finish_config(stage, sha256_file(stage / "model.safetensors"), name)
-        card = build_model_card(stage, repo_id=repo_id)
-        write_text(stage / "README.md", str(card))
+        fill(stage)
+        write_text(stage / "README.md", str(build_model_card(stage, zoo_name=zoo_name, timm_tag=timm_tag,
+                                                             repo_id=repo_id)))
         replace_folder(stage, folder)
     except BaseException:
-        import shutil
-
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return folder
 
 
-def _save_model(model: nn.Module, stage: Path, name: str) -> None:
-    from .export import export_timm_folder
+def publish_run(
+    run_dir: str | Path,
+    folder: str | Path,
+    *,
+    name: str | None = None,
+    zoo_name: str | None = None,
+    timm_tag: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Turn a finished run folder (or an earlier published folder) into a Hub-repo folder with a model card.
 
-    raw, info = _unwrap(model)
-    cfg = getattr(raw, "pretrained_cfg", None)
-    if not isinstance(cfg, dict) or not timm_arch(raw):
+    Copies the weights, ``config.json`` (its run record completed with the weights' sha256), ``metrics.json``,
+    ``temperature.json``, reliability diagrams, ``train_config.yaml``, ``train_log.jsonl`` and
+    ``lt_indices.json`` (machine paths replaced by the dataset's identity). ``name`` renames the record (a suite
+    cell published under its zoo name). ``zoo_name`` / ``timm_tag`` / ``repo_id`` only add the card's usage lines
+    that work once the entry is in the zoo index / the repo has been pushed. Returns the folder.
+    """
+    folder = check_user_path(folder)
+    run = check_user_path(run_dir)
+    if name is not None:
+        check_model_name(name)
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    if not run.is_dir():
+        raise PublishError(f"run folder '{run}' does not exist")
+    missing = [f for f in _REQUIRED_RUN_FILES if not (run / f).is_file()]
+    if missing:
+        raise PublishError(f"'{run}' is not a finished run folder (missing {', '.join(missing)}); train it first "
+                           "or give the folder that recipes/train.py wrote")
+    check_safetensors(run / "model.safetensors")
+    record = folder_record(run, json.loads((run / "config.json").read_text()))
+    if record is None:
+        raise PublishError(f"'{run / 'config.json'}' has no run record; give a folder that recipes/train.py wrote")
+
+    def fill(stage: Path) -> None:
+        atomic_copy(run / "model.safetensors", stage / "model.safetensors")
+        atomic_copy(run / "config.json", stage / "config.json")
+        for dst, sources in PUBLISHED_FILES.items():
+            src = next((run / s for s in sources if (run / s).is_file()), None)
+            if src is not None:
+                atomic_copy(src, stage / dst)
+        _finish(stage, record, name)
+
+    return _build(folder, fill, run_dir=run, zoo_name=zoo_name, timm_tag=timm_tag, repo_id=repo_id)
+
+
+def save_model_folder(
+    model: nn.Module,
+    folder: str | Path,
+    *,
+    record: RunRecord | None = None,
+    metrics: dict[str, Any] | None = None,
+    zoo_name: str | None = None,
+    timm_tag: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Write a timm model (+ its run record and metrics, if any) as a Hub-repo folder with a card."""
+    folder = check_user_path(folder)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(model, nn.Module) or not isinstance(cfg, dict) or not cfg.get("architecture"):
         raise PublishError("the model has no timm pretrained_cfg/architecture; build it with timm.create_model or "
-                           "refcal_zoo.load, or publish a run folder with run_dir=...")
-    refcal = dict(info.get("refcal") or {})
-    refcal.pop("weights_sha256", None)
-    refcal.setdefault("name", info.get("name") or name)
-    labels = cfg.get("label_names") or [str(k) for k in range(int(raw.num_classes))]
-    if any(p.device.type != "cpu" for p in raw.parameters()):
-        import copy
+                           "refcal_zoo.load, or publish a run folder with refcal_zoo.publish_run")
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model = copy.deepcopy(model).cpu()  # never move the caller's model
+    labels = cfg.get("label_names") or [str(k) for k in range(int(model.num_classes))]
 
-        raw = copy.deepcopy(raw).cpu()  # never move the caller's model
-    export_timm_folder(raw, stage, label_names=list(labels), refcal=refcal)
-    if info.get("metrics"):
-        write_json(stage / "metrics.json", info["metrics"])
+    def fill(stage: Path) -> None:
+        stage.mkdir(parents=True, exist_ok=True)
+        export_timm_folder(model, stage, label_names=list(labels), record=record)
+        if metrics:
+            write_json(stage / "metrics.json", metrics)
+        _finish(stage, record, None)
+
+    return _build(folder, fill, zoo_name=zoo_name, timm_tag=timm_tag, repo_id=repo_id)
 
 
-def timm_arch(model: nn.Module) -> str | None:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return cfg.get("architecture")
+def migrate_folder(folder: str | Path, *, zoo_name: str | None = None, timm_tag: str | None = None,
+                   repo_id: str | None = None) -> Path:
+    """Rewrite a published folder in place to the current layout: version-2 record, no machine paths, new card.
+
+    The weights are untouched (their sha256 pins stay valid); used for the shipped entries of version 1.
+    """
+    folder = check_user_path(folder)
+    if not _is_publish_folder(folder):
+        raise PublishError(f"'{folder}' is not a published folder (config.json + README.md, no config.yaml)")
+    record = folder_record(folder, json.loads((folder / "config.json").read_text()))
+
+    def fill(stage: Path) -> None:
+        for src in folder.iterdir():
+            if src.is_file() and src.name != "README.md":
+                atomic_copy(src, stage / src.name)
+        _finish(stage, record, None)
+
+    tmp = folder.with_name(f".{folder.name}.migrating")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _build(tmp, fill, zoo_name=zoo_name, timm_tag=timm_tag, repo_id=repo_id)
+    replace_folder(tmp, folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------- the Hub
 
 
 def _token(token: str | None) -> str:
@@ -178,7 +235,7 @@ def _token(token: str | None) -> str:
     return found
 
 
-def push_to_hub(
+def push_folder(
     folder: str | Path,
     repo_id: str,
     *,
@@ -187,11 +244,14 @@ def push_to_hub(
     private: bool = False,
     repo_type: str = "model",
     commit_message: str | None = None,
+    zoo_name: str | None = None,
+    timm_tag: str | None = None,
 ) -> Any:
-    """Upload a published folder (or an exported dataset folder) to ``repo_id``; returns the ``CommitInfo``.
+    """Upload a published folder (or an exported dataset folder) to ``repo_id`` in one commit; ``CommitInfo``.
 
-    Creates the repo if needed (``create_repo(exist_ok=True)``) and the ``revision`` branch if given, then
-    ``upload_folder``. Reads the folder only. Refuses ids that are not ``org/name``, missing tokens, offline mode.
+    A model folder's card is re-rendered for the upload with its ``hf-hub:{repo_id}`` usage line (the local
+    folder is only read). Creates the repo if needed and the ``revision`` branch if given. Refuses ids that are
+    not ``org/name``, missing tokens and offline mode.
     """
     check_repo_id(repo_id)
     if repo_type not in ("model", "dataset"):
@@ -200,29 +260,31 @@ def push_to_hub(
     if not folder.is_dir():
         raise PublishError(f"'{folder}' is not a folder; publish a run first (`refcal-zoo publish RUN_DIR --to "
                            "FOLDER`)")
+    readme: bytes | None = None
     if repo_type == "model":
         missing = [f for f in ("config.json", "model.safetensors", "README.md") if not (folder / f).is_file()]
         if missing:
             raise PublishError(f"'{folder}' is not a published model folder (missing {', '.join(missing)}); create "
-                               "it with refcal_zoo.save_pretrained / `refcal-zoo publish`")
+                               "it with refcal_zoo.publish_run / `refcal-zoo publish`")
         check_safetensors(folder / "model.safetensors")
+        readme = str(build_model_card(folder, zoo_name=zoo_name, timm_tag=timm_tag, repo_id=repo_id)).encode()
     elif not (folder / "README.md").is_file():
         raise PublishError(f"'{folder}' has no README.md dataset card; create it with `refcal-zoo dataset export`")
     if hf_constants.HF_HUB_OFFLINE:
         raise PublishError("HF_HUB_OFFLINE is set: pushing needs the network; unset it on a connected machine. "
                            "Nothing was uploaded")
     tok = _token(token)
-    from .. import __version__
-
     api = HfApi(token=tok, library_name="refcal_zoo", library_version=__version__)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
     if revision is not None:
         api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type=repo_type,
-        revision=revision,
-        commit_message=commit_message or f"Upload {folder.name} with refcal_zoo {__version__}",
-        ignore_patterns=[".*", "*.tmp", "*.incomplete*"],
-    )
+    kw = dict(repo_id=repo_id, repo_type=repo_type, revision=revision,
+              commit_message=commit_message or f"Upload {folder.name} with refcal_zoo {__version__}",
+              ignore_patterns=[".*", "*.tmp", "*.incomplete*"])
+    if readme is None:
+        return api.upload_folder(folder_path=str(folder), **kw)
+    with tempfile.TemporaryDirectory(prefix="refcal_zoo_push_") as tmp:  # the local folder is only read
+        upload = Path(tmp) / folder.name
+        shutil.copytree(folder, upload, ignore=shutil.ignore_patterns(".*", "*.tmp", "*.incomplete*"))
+        (upload / "README.md").write_bytes(readme)
+        return api.upload_folder(folder_path=str(upload), **kw)

@@ -26,8 +26,9 @@ def evaluate_corruptions(
     """Evaluate ``predict`` (uint8 images -> logits) on clean and corrupted copies of a test set.
 
     Returns ``{"clean": metrics, "cells": [{"corruption", "severity", **metrics}, ...], "summary": {...}}`` where
-    the summary holds ``mce`` (mean corruption error: the error rate averaged over every corruption x severity
-    cell, unnormalised, as the RefCal release reports it), ``error/<corruption>`` (averaged over severities) and
+    the summary holds ``mean_corruption_error`` (the error rate averaged over every corruption x severity cell,
+    unnormalised, as the RefCal release reports it; not ``mce``, the metric suite's maximum calibration error),
+    ``error/<corruption>`` (averaged over severities) and
     ``mean/<key>`` (every metric averaged over the cells). Corruptions are drawn reproducibly from ``seed``.
     """
     from ..data.corruptions import CORRUPTIONS, corrupt
@@ -47,7 +48,7 @@ def evaluate_corruptions(
             cells.append({"corruption": name, "severity": int(severity),
                           **metrics_of(corrupt(images, name, severity, generator=g))})
     keys = [k for k in clean if k != "n" and "/" not in k or k.startswith("ts/") and k.count("/") == 1]
-    summary: dict[str, float] = {"mce": sum(1 - c["accuracy"] for c in cells) / len(cells)}
+    summary: dict[str, float] = {"mean_corruption_error": sum(1 - c["accuracy"] for c in cells) / len(cells)}
     for name in names:
         own = [c for c in cells if c["corruption"] == name]
         summary[f"error/{name}"] = sum(1 - c["accuracy"] for c in own) / len(own)

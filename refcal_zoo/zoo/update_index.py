@@ -22,7 +22,8 @@ from ..fileio import atomic_copy, sha256_file, write_yaml
 from ..hub.card import read_folder
 from ..hub.checks import check_model_name, check_repo_id, check_safetensors, check_user_path
 from ..hub.errors import IntegrityError, PublishError
-from . import HEADLINE_KEYS, ZooEntry, index_path, load_index
+from ..hub.publish import migrate_folder
+from .index import HEADLINE_KEYS, ZooEntry, index_path, load_index
 
 __all__ = ["EMBED_FILES", "add_recipe_entries", "entry_from_config", "main", "register", "write_index"]
 
@@ -30,7 +31,7 @@ HEADER = ("# refcal_zoo model index (format 1). One entry per zoo model, named <
           "# Edited by `refcal-zoo zoo register PUBLISHED_FOLDER` (refcal_zoo/zoo/update_index.py); see "
           "refcal_zoo/zoo/README.md.\n")
 EMBED_FILES = ("config.json", "model.safetensors", "README.md", "metrics.json", "temperature.json", "reliability.png",
-               "reliability_ts.png", "train_config.yaml", "lt_indices.json")
+               "reliability_ts.png", "train_config.yaml", "lt_indices.json", "train_log.jsonl")
 _MAX_EMBED_BYTES = 20_000_000
 KNOWN_DATASETS = {"uoft-cs/cifar10": ("CIFAR-10-LT", 10), "uoft-cs/cifar100": ("CIFAR-100-LT", 100),
                   "digits": ("digits-LT", 10), "sklearn:digits": ("digits-LT", 10)}
@@ -87,20 +88,18 @@ def add_recipe_entries(recipes_dir: str | Path, *, index: str | Path | None = No
 
 
 def _new_entry(name: str, rec) -> ZooEntry:
-    ds = rec.refcal.get("dataset") or {}
-    method = rec.refcal.get("method") or {}
+    ds = rec.record.dataset
     return ZooEntry(
         name=name, arch=rec.config["architecture"], num_classes=int(rec.config["num_classes"]),
-        dataset={"id": ds.get("path"), "config": ds.get("config"), "name": None, "rho": ds.get("rho"),
-                 "lt_seed": ds.get("lt_seed")},
-        method=method.get("name", "?"), base_loss=method.get("base_loss", "ce"),
+        dataset={"id": ds.id, "config": ds.config, "name": None, "rho": ds.rho, "lt_seed": ds.lt_seed},
+        method=rec.record.method.name, base_loss=rec.record.method.base_loss,
         recipe=f"recipes/configs/{name}.yaml", overrides=[], notes="",
     )
 
 
 def _check_matches(entry: ZooEntry, rec, folder: Path) -> None:
-    ds = rec.refcal.get("dataset") or {}
-    method = (rec.refcal.get("method") or {}).get("name")
+    ds = rec.record.dataset
+    method = rec.record.method.name
     problems = []
     if entry.arch != rec.config.get("architecture"):
         problems.append(f"architecture {rec.config.get('architecture')} != {entry.arch}")
@@ -109,8 +108,8 @@ def _check_matches(entry: ZooEntry, rec, folder: Path) -> None:
     if method is not None and entry.method != method:
         problems.append(f"method {method} != {entry.method}")
     rho = entry.dataset.get("rho")
-    if rho is not None and ds.get("rho") is not None and float(ds["rho"]) != float(rho):
-        problems.append(f"rho {ds['rho']} != {rho}")
+    if rho is not None and ds.rho is not None and float(ds.rho) != float(rho):
+        problems.append(f"rho {ds.rho} != {rho}")
     if problems:
         raise PublishError(f"'{folder}' does not match the index entry '{entry.name}' ({'; '.join(problems)}); "
                            "register it under the right --name")
@@ -132,11 +131,12 @@ def register(
     if not weights.is_file() or not (folder / "README.md").is_file():
         raise PublishError(f"'{folder}' is not a published folder (needs model.safetensors and README.md); create it "
                            "with `refcal-zoo publish RUN_DIR --to FOLDER`")
-    if rec.metrics is None:
-        raise PublishError(f"'{folder}' has no metrics.json; publish it from a finished run (refcal-zoo publish)")
+    if rec.metrics is None or rec.record is None:
+        raise PublishError(f"'{folder}' has no metrics.json or run record; publish it from a finished run "
+                           "(refcal-zoo publish)")
     check_safetensors(weights)
     sha = sha256_file(weights)
-    pinned = rec.refcal.get("weights_sha256")
+    pinned = rec.record.provenance.weights_sha256
     if pinned and pinned != sha:
         raise IntegrityError(f"sha256 of '{weights}' is {sha} but its config.json pins {pinned}; re-publish it")
     name = check_model_name(name or rec.name)
@@ -149,13 +149,15 @@ def register(
     entry.sha256 = sha
     entry.revision = revision if revision is not None else entry.revision
     entry.repo = repo if repo is not None else entry.repo
-    entry.temperature = rec.refcal.get("temperature")
+    entry.temperature = rec.record.temperature
     entry.metrics = {k: rec.metrics.get(k) for k in HEADLINE_KEYS if k in rec.metrics}
     entry.status = "published"
     entries[name] = entry
-    if embed:
-        _embed(folder, path.parent / "weights" / name)
     write_index(path, entries)
+    if embed:
+        target = path.parent / "weights" / name
+        _embed(folder, target)
+        migrate_folder(target, zoo_name=name, timm_tag=entry.timm_tag)  # its card: the zoo name and timm tag
     return entry
 
 
