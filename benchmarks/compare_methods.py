@@ -74,7 +74,7 @@ _DIGITS_METHODS = {
     "adafocal": ["method.name=plain", "method.base_loss=adafocal"],
     "refcal_joint": [],  # the default recipe itself
     # long-tail baselines; DRW at 80% of the budget (LDAM-DRW: epoch 160 of 200)
-    "ldam_drw": ["method.name=plain", "method.base_loss=ldam", "method.loss_args={max_m: 0.5, s: 30.0}",
+    "ldam_drw": ["method.name=plain", "method.base_loss=ldam", "method.loss_args={max_m: 0.5, s: 1.0}",
                  "train.drw_epoch=48"],
     "logit_adjusted": ["method.name=plain", "method.base_loss=logit_adjusted", "method.loss_args={tau: 1.0}"],
     "balanced_softmax": ["method.name=plain", "method.base_loss=balanced_softmax"],

@@ -142,7 +142,8 @@ def test_build_stages_passes_counts_and_checks_drw():
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["method.name=plain", "method.base_loss=ldam", "train.drw_epoch=1", "train.epochs=2"],
+        ["method.name=plain", "method.base_loss=ldam", "method.loss_args={s: 1.0}", "train.drw_epoch=1",
+         "train.epochs=2"],
         ["method.name=refcal_joint", "method.base_loss=logit_adjusted", "train.epochs=1", "method.supcon.views=1"],
         ["method.name=refcal", "method.base_loss=balanced_softmax", "train.epochs=1", "stage2.epochs=2",
          "stage2.drw_epoch=1", "stage2.batch_size=128", "stage2.lr=0.5"],
