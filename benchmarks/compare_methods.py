@@ -75,6 +75,12 @@ _DIGITS_METHODS = {
     "crl": ["method.name=plain", "method.base_loss=crl"],
     "adafocal": ["method.name=plain", "method.base_loss=adafocal"],
     "refcal_joint": [],  # the default recipe itself
+    # long-tail baselines; DRW at 80% of the budget (LDAM-DRW: epoch 160 of 200)
+    "ldam_drw": ["method.name=plain", "method.base_loss=ldam", "method.loss_args={max_m: 0.5, s: 1.0}",
+                 "train.drw_epoch=48"],
+    "logit_adjusted": ["method.name=plain", "method.base_loss=logit_adjusted", "method.loss_args={tau: 1.0}"],
+    "balanced_softmax": ["method.name=plain", "method.base_loss=balanced_softmax"],
+    "refcal_joint_la": ["method.base_loss=logit_adjusted", "method.loss_args={tau: 1.0}"],
 }
 
 
@@ -95,7 +101,8 @@ def _cifar10lt(data: str) -> Suite:
     two_stage = ["train.batch_size=256", "train.lr=0.2", "train.min_lr=0.0", "stage2.epochs=5",
                  "stage2.batch_size=256", "stage2.lr=1.0", "stage2.milestones=[3,4]"]
     methods = {"ce": [], "ls005": [], "focal": [], "mmce": [], "mdca": [], "crl": [], "refcal": two_stage,
-               "refcal_joint": []}
+               "refcal_joint": [], "ldam_drw": ["train.drw_epoch=4"], "logit_adjusted": [], "balanced_softmax": [],
+               "refcal_joint_la": []}  # DRW at 80% of the 5 epochs, as 160 of 200
     cells = [Cell(m, f"resnet32-cifar10lt-{m}.yaml", common + extra) for m, extra in methods.items()]
     return Suite("cifar10lt", cells, description="ResNet-20 on CIFAR-10-LT (rho 10, ../shared JPEG copy), 5 epochs "
                  "(two-stage: 5 + 5), cosine schedule, 3 seeds; corruption study of every method's seed-0 model",

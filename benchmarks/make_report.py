@@ -50,8 +50,8 @@ def suite_section(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- comparisons
-REFCAL_VARIANTS = ("refcal_joint", "refcal")
-BASELINES = ("ce", "crl")
+REFCAL_VARIANTS = ("refcal_joint", "refcal", "refcal_joint_la")
+BASELINES = ("ce", "crl", "ldam_drw", "logit_adjusted", "balanced_softmax", "mislas")  # calibration + long-tail
 # (key, +1 if higher is better else -1, label)
 COMPARED = (("accuracy", 1, "accuracy"), ("auroc_misclassification", 1, "failure AUROC"),
             ("auroc_ovo", 1, "OvO AUROC"), ("ece", -1, "ECE"), ("ts/ece", -1, "ECE after TS"), ("nll", -1, "NLL"))
@@ -128,7 +128,7 @@ def findings_section(name: str) -> str:
     if not found:
         return ""
     keys = [k for k, _, _ in COMPARED]
-    lines = [f"### Does RefCal beat CE and CRL on `{name}`?", "",
+    lines = [f"### Does RefCal beat CE, CRL and the long-tail baselines on `{name}`?", "",
              "Differences RefCal variant minus baseline, mean over seeds with a 95% Welch interval; \"better\" or "
              "\"worse\" only when the interval excludes zero (for ECE and NLL lower is better). Generated from "
              "`results.csv`.", "",

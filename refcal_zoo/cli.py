@@ -3,6 +3,7 @@
     refcal-zoo list ["*cifar100lt*"]
     refcal-zoo info resnet32-cifar10lt-refcal
     refcal-zoo eval runs/<name> --dataset digits [--split test] [--json out.json]   # or a zoo name / hf-hub:
+    refcal-zoo eval runs/<name> --dataset digits --conformal 0.1 [--conformal-score aps]   # prediction sets
     refcal-zoo card runs/<name>                          # (re-)render runs/<name>/README.md
     refcal-zoo publish runs/<name> --to publish/<name>   # Hub-repo folder: weights, config, card, evidence
     refcal-zoo push publish/<name> --repo org/<name>     # needs HF_TOKEN or `hf auth login`
@@ -76,6 +77,10 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from .metrics import evaluate_with_temperature
     from .zoo import load
 
+    if args.conformal is not None and not 0.0 < args.conformal < 1.0:
+        from .errors import RefCalZooError
+
+        raise RefCalZooError(f"--conformal takes a miscoverage level alpha in (0, 1), e.g. 0.1; got {args.conformal}")
     model = load(args.model, revision=args.revision, calibrated=False)
     data = load_image_splits(args.dataset, [args.split], config=args.config, image_column=args.image_column,
                              label_column=args.label_column)
@@ -99,6 +104,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(f"{model.zoo_info.get('name') or args.model} on {args.dataset} [{args.split}], {len(y)} images"
           + (f", T={temperature:.4f}" if has_ts else ""))
     print(_table(metrics, has_ts))
+    conformal = None
+    if args.conformal is not None:
+        conformal = _conformal_report(model, logits, y, args, temperature if has_ts else None, counts)
     robustness = None
     if args.corrupt is not None:
         robustness = _corruption_report(model, images, labels, args, temperature if has_ts else None, counts)
@@ -108,8 +116,54 @@ def _cmd_eval(args: argparse.Namespace) -> None:
                "split": args.split, "n": int(len(y)), "temperature": temperature, "metrics": clean}
         if robustness is not None:
             out["corruptions"] = _json_clean(robustness)
+        if conformal is not None:
+            out["conformal"] = _json_clean(conformal)
         write_json(Path(args.json), out)
         print(f"wrote {args.json}")
+
+
+def _conformal_calibration(model, logits, y, seed: int = 0):
+    """Calibration logits/labels: the model folder's ``val_predictions.npz`` (the run's validation split), else a
+    seeded half of the evaluated split (the other half is evaluated). Returns (cal_z, cal_y, test_z, test_y, how)."""
+    import numpy as np
+
+    folder = model.zoo_info.get("folder")
+    npz = Path(folder) / "val_predictions.npz" if folder else None
+    if npz is not None and npz.is_file():
+        with np.load(npz) as f:
+            cal_z, cal_y = f["logits"].astype(np.float64), f["labels"].astype(np.int64)
+        if cal_z.ndim == 2 and cal_z.shape[1] == logits.shape[1]:
+            return cal_z, cal_y, logits, y, f"the model's validation split ({len(cal_y)} images)"
+    perm = np.random.default_rng(seed).permutation(len(y))
+    cal, test = perm[: len(y) // 2], perm[len(y) // 2:]
+    return logits[cal], y[cal], logits[test], y[test], (f"a seeded half of the evaluated split ({len(cal)} images; "
+                                                        f"the other {len(test)} evaluated)")
+
+
+def _conformal_report(model, logits, y, args, temperature, counts) -> dict:
+    from .calibration import conformal_report
+
+    alpha = args.conformal
+    cal_z, cal_y, test_z, test_y, how = _conformal_calibration(model, logits, y)
+    if temperature is not None:  # the calibrated probabilities (coverage holds either way)
+        cal_z, test_z = cal_z / temperature, test_z / temperature
+    groups = [g for g in ("many", "medium", "few") if counts is not None]
+    print(f"\nconformal prediction sets, alpha={alpha:g} (target coverage {1 - alpha:.0%}), score "
+          f"{args.conformal_score}, calibrated on {how}")
+    print(f"{'thresholds':<11} {'coverage':>8} {'set size':>8} {'worst class':>16}"
+          + "".join(f" {g + ' cov/size':>16}" for g in groups))
+    report = {"alpha": alpha, "score": args.conformal_score, "calibration": how}
+    for classwise in (False, True):
+        r = conformal_report(cal_z, cal_y, test_z, test_y, alpha, counts, score=args.conformal_score,
+                             classwise=classwise)
+        report["classwise" if classwise else "marginal"] = r
+        worst = f"{r['min_class_coverage']:.4f} (#{r['min_class']})"
+        print(f"{'per class' if classwise else 'marginal':<11} {r['coverage']:>8.4f} {r['set_size']:>8.3f} "
+              f"{worst:>16}" + "".join(f" {r[g + '/coverage']:>8.4f}/{r[g + '/set_size']:<7.3f}" for g in groups))
+        if classwise and r["classes_always_included"]:
+            print(f"note: {r['classes_always_included']} classes have too few calibration points for alpha={alpha:g}"
+                  " and are in every set")
+    return report
 
 
 def _corruption_report(model, images, labels, args, temperature, counts) -> dict:
@@ -254,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also evaluate on CIFAR-10-C-style corruptions (all ten without names): every metric per "
                         "corruption x severity and the mean corruption error")
     p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    p.add_argument("--conformal", type=float, metavar="ALPHA", default=None,
+                   help="also report split-conformal prediction sets at miscoverage ALPHA (e.g. 0.1): coverage and "
+                        "mean set size overall, per shot group and for the worst class, with one threshold for all "
+                        "classes and one per class; calibrated on the model's val_predictions.npz if present, else "
+                        "on a seeded half of the evaluated split")
+    p.add_argument("--conformal-score", choices=["thr", "aps", "raps"], default="thr")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("card", help="(re-)render the model card of a run or published folder")

@@ -104,6 +104,8 @@ class TrainConfig:
     seed: int = 1234
     augment: str = "crop_flip"  # crop_flip | rrc_flip | simclr | none
     grad_clip_norm: float | None = None
+    drw_epoch: int | None = None  # deferred re-weighting (LDAM-DRW): class-balanced weights from this 0-based epoch
+    drw_beta: float | None = None  # DRW: w_j ~ (1 - beta) / (1 - beta^n_j) (Cui et al. 2019); None: 0.9999
     select: str = "best_nll"  # model selection on validation: best_nll | best_accuracy | last (never on test)
     checkpoint_every_epochs: int = 1  # 0: never at epoch ends
     checkpoint_every_steps: int = 0  # 0: never mid-epoch

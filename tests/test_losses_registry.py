@@ -28,6 +28,9 @@ EXPECTED = {
     "logitnorm",
     "crl",
     "adafocal",
+    "logitadjusted",
+    "balancedsoftmax",
+    "ldam",
 }
 
 
@@ -39,6 +42,8 @@ def test_registry_names():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_every_loss_builds_and_runs(name):
     kwargs = {"num_samples": 10} if name == "crl" else {}
+    if LOSSES[name].needs_class_counts:
+        kwargs["class_counts"] = [50, 20, 5, 2]
     loss = build_loss(name, **kwargs)
     z, y = torch.randn(6, 4), torch.randint(0, 4, (6,))
     out = loss(z, y, torch.arange(6)) if loss.needs_indices else loss(z, y)

@@ -1,5 +1,19 @@
-"""Post-hoc calibration: temperature scaling fitted on validation logits (never on test)."""
+"""Post-hoc calibration on validation logits (never on test): temperature scaling, conformal prediction sets
+(split / class-conditional) and selective prediction (abstention at a target risk)."""
 
+from .conformal import ConformalPredictor, conformal_quantile, conformal_report, conformal_scores
+from .selective import selective_predict, selective_report, selective_threshold
 from .temperature import TEMPERATURE_GRID, apply_temperature, fit_temperature
 
-__all__ = ["TEMPERATURE_GRID", "apply_temperature", "fit_temperature"]
+__all__ = [
+    "TEMPERATURE_GRID",
+    "ConformalPredictor",
+    "apply_temperature",
+    "conformal_quantile",
+    "conformal_report",
+    "conformal_scores",
+    "fit_temperature",
+    "selective_predict",
+    "selective_report",
+    "selective_threshold",
+]

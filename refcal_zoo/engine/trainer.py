@@ -158,7 +158,8 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
     model, mean, std = _build_model(cfg, data)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    stages = build_stages(cfg, len(data.train_labels), world_size=accelerator.num_processes)
+    stages = build_stages(cfg, len(data.train_labels), world_size=accelerator.num_processes,
+                          class_counts=data.train_class_counts)
     for st in stages:
         BatchTransform(mean, std, augment=st.augment)  # validates augmentation names before anything is written
 
@@ -289,6 +290,8 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
         _write_diagrams(stage_dir, cfg, test_logits, test_labels, temperature)
         _write_npz(stage_dir / "test_predictions.npz", logits=test_logits.numpy().astype(np.float32),
                    labels=test_labels.numpy().astype(np.int64))  # raw test logits, for later analysis
+        _write_npz(stage_dir / "val_predictions.npz", logits=val_logits.numpy().astype(np.float32),
+                   labels=val_labels.numpy().astype(np.int64))  # raw validation logits: conformal/selective fits
         if temperature is not None:
             write_json(stage_dir / "temperature.json", {
                 "temperature": temperature, "method": cfg.calibration.temperature_scaling,

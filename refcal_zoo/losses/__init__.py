@@ -1,4 +1,4 @@
-"""Training losses: supervised contrastive (RefCal) and calibration losses.
+"""Training losses: supervised contrastive (RefCal), calibration losses and long-tail losses (LA, BS, LDAM).
 
 Every logits loss is an ``nn.Module`` with ``forward(logits [N, K], targets [N]) -> scalar`` and mean
 reduction over the batch; :class:`CRLLoss` additionally takes the samples' dataset ``indices``. Class flags
@@ -17,6 +17,7 @@ from .distributed import all_gather_no_grad, all_gather_with_local_grad, is_dist
 from .focal import FLSD53Loss, FocalLoss, focal_loss
 from .label_smoothing import LabelSmoothingLoss, label_smoothing_loss
 from .logitnorm import LogitNormLoss
+from .longtail import BalancedSoftmaxLoss, LDAMLoss, LogitAdjustedLoss, drw_class_weights
 from .mbls import MbLSLoss
 from .mdca import MDCALoss, mdca
 from .mmce import MMCELoss, mmce_weighted
@@ -32,6 +33,7 @@ from .supcon import (
 __all__ = [
     "LOSSES",
     "AdaFocalLoss",
+    "BalancedSoftmaxLoss",
     "BrierLoss",
     "CELoss",
     "CRLLoss",
@@ -40,7 +42,9 @@ __all__ = [
     "DCALoss",
     "FLSD53Loss",
     "FocalLoss",
+    "LDAMLoss",
     "LabelSmoothingLoss",
+    "LogitAdjustedLoss",
     "LogitNormLoss",
     "MDCALoss",
     "MMCELoss",
@@ -50,6 +54,7 @@ __all__ = [
     "all_gather_with_local_grad",
     "available_losses",
     "build_loss",
+    "drw_class_weights",
     "focal_loss",
     "gather_features",
     "is_distributed",

@@ -12,6 +12,8 @@ Two class-level flags tell a trainer what else a loss needs:
   loss keeps per-sample state that the trainer must update after each step (CRL).
 * ``needs_validation`` -- the loss keeps state that the trainer must refresh from validation predictions,
   normally at the end of every epoch (AdaFocal).
+* ``needs_class_counts`` -- the constructor takes ``class_counts``, the training images per class (the long-tail
+  losses in ``longtail.py``); ``supports_class_weight`` -- ``set_class_weight(w)`` re-weights classes (DRW).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ __all__ = ["CalibrationLoss", "check_logits_targets", "as_float"]
 
 
 class CalibrationLoss(nn.Module):
-    """Base class of the logits losses: carries the ``needs_*`` flags (both ``False`` here)."""
+    """Base class of the logits losses: carries the ``needs_*`` / ``supports_*`` flags (all ``False`` here)."""
 
     needs_indices: ClassVar[bool] = False
     needs_validation: ClassVar[bool] = False
+    needs_class_counts: ClassVar[bool] = False
+    supports_class_weight: ClassVar[bool] = False
 
 
 def check_logits_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:

@@ -6,13 +6,21 @@ import torch
 import torch.nn.functional as F
 
 from .base import CalibrationLoss, as_float, check_logits_targets
+from .longtail import ClassWeightMixin
 
 __all__ = ["CELoss"]
 
 
-class CELoss(CalibrationLoss):
-    """``L = mean_i -log softmax(z_i)[y_i]`` (mean reduction, the RefCal "NLL" baseline)."""
+class CELoss(ClassWeightMixin, CalibrationLoss):
+    """``L = mean_i -log softmax(z_i)[y_i]`` (mean reduction, the RefCal "NLL" baseline).
+
+    Supports class weights (``set_class_weight``, used by DRW: CE-DRW), then the weighted mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_class_weight()
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         check_logits_targets(logits, targets)
-        return F.cross_entropy(as_float(logits), targets)
+        z = as_float(logits)
+        return F.cross_entropy(z, targets, weight=self._weight_for(z))

@@ -15,6 +15,7 @@ from .dca import DCALoss
 from .focal import FLSD53Loss, FocalLoss
 from .label_smoothing import LabelSmoothingLoss
 from .logitnorm import LogitNormLoss
+from .longtail import BalancedSoftmaxLoss, LDAMLoss, LogitAdjustedLoss
 from .mbls import MbLSLoss
 from .mdca import MDCALoss
 from .mmce import MMCELoss
@@ -35,6 +36,9 @@ LOSSES: dict[str, type[nn.Module]] = {
     "logitnorm": LogitNormLoss,
     "crl": CRLLoss,
     "adafocal": AdaFocalLoss,
+    "logitadjusted": LogitAdjustedLoss,
+    "balancedsoftmax": BalancedSoftmaxLoss,
+    "ldam": LDAMLoss,
 }
 
 
@@ -55,7 +59,9 @@ def _init_params(cls: type) -> list[str]:
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
     """Instantiate a registered loss by name (case-insensitive, ``-``/``_`` ignored: ``"FLSD-53"`` works).
 
-    Names: ``ce, ls, focal, flsd53, brier, mmce, dca, mdca, mbls, logitnorm, crl, adafocal``. ``kwargs`` go to
+    Names: ``ce, ls, focal, flsd53, brier, mmce, dca, mdca, mbls, logitnorm, crl, adafocal`` and the long-tail
+    ``logit_adjusted, balanced_softmax, ldam`` (these need ``class_counts=``, the training images per class; the
+    trainer passes them). ``kwargs`` go to
     the class constructor, e.g. ``build_loss("mdca", base="focal", gamma=1.0, beta=1.0)``, ``build_loss("crl",
     num_samples=len(train_set))``. An unknown name or keyword raises ``ValueError`` listing the valid ones.
     Check ``loss.needs_indices`` / ``loss.needs_validation`` to drive the loss correctly.

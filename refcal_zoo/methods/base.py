@@ -26,11 +26,21 @@ class Criterion:
     ``sync=True`` (several processes) CRL's history update gathers indices and correctness from every rank.
     """
 
-    def __init__(self, loss: nn.Module, sync: bool = False) -> None:
+    def __init__(self, loss: nn.Module, sync: bool = False, drw: tuple[int, torch.Tensor] | None = None) -> None:
         self.loss = loss
         self.sync = sync
         self.needs_indices = bool(getattr(loss, "needs_indices", False))
         self.needs_validation = bool(getattr(loss, "needs_validation", False))
+        if drw is not None and not getattr(loss, "supports_class_weight", False):
+            raise ConfigError(f"deferred re-weighting (drw_epoch) needs a loss with class weights (ce, logit_adjusted, "
+                              f"balanced_softmax, ldam), not {type(loss).__name__}; unset drw_epoch or change the loss")
+        self.drw = drw  # (first 0-based epoch, class weights [K]) of deferred re-weighting, or None
+
+    def start_epoch(self, epoch: int) -> None:
+        """DRW: the class weights are on from epoch ``drw[0]`` (0-based), off before (set every epoch, so resuming
+        mid-run restores them)."""
+        if self.drw is not None:
+            self.loss.set_class_weight(self.drw[1] if epoch >= self.drw[0] else None)
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.loss(logits, labels, indices) if self.needs_indices else self.loss(logits, labels)
@@ -117,32 +127,61 @@ class Stage:
     augment: str
 
 
-def build_base_loss(name: str, args: dict[str, Any], num_train: int) -> nn.Module:
-    """A registry loss; CRL gets ``num_samples`` (the training-set size) unless given a history."""
+def build_base_loss(name: str, args: dict[str, Any], num_train: int,
+                    class_counts: list[int] | None = None) -> nn.Module:
+    """A registry loss; CRL gets ``num_samples`` (the training-set size) unless given a history, the long-tail
+    losses (``needs_class_counts``) get ``class_counts`` (the training images per class) unless given them."""
     from ..losses import LOSSES, build_loss
 
     key = name.lower().replace("-", "").replace("_", "").strip()
     args = dict(args)
     if getattr(LOSSES.get(key), "needs_indices", False) and "history" not in args:
         args.setdefault("num_samples", num_train)
+    if getattr(LOSSES.get(key), "needs_class_counts", False) and "class_counts" not in args:
+        if class_counts is None:
+            raise ConfigError(f"loss '{name}' needs the training class counts; pass class_counts= to build_stages")
+        args["class_counts"] = list(class_counts)
     try:
         return build_loss(name, **args)
     except ValueError as exc:
         raise ConfigError(f"method.base_loss / method.loss_args: {exc}") from None
 
 
-def build_stages(cfg: Config, num_train: int, *, world_size: int = 1) -> list[Stage]:
+def _drw(train: TrainConfig, section: str, class_counts: list[int] | None) -> tuple[int, torch.Tensor] | None:
+    if train.drw_epoch is None:
+        return None
+    beta = 0.9999 if train.drw_beta is None else train.drw_beta  # LDAM-DRW's value
+    if train.drw_epoch < 0 or not 0.0 <= beta < 1.0:
+        raise ConfigError(f"{section}.drw_epoch must be >= 0 and {section}.drw_beta in [0, 1), got "
+                          f"{train.drw_epoch} and {beta}")
+    if class_counts is None:
+        raise ConfigError(f"{section}.drw_epoch needs the training class counts; pass class_counts= to build_stages")
+    from ..losses import drw_class_weights
+
+    return train.drw_epoch, drw_class_weights(class_counts, beta)
+
+
+def build_stages(cfg: Config, num_train: int, *, world_size: int = 1,
+                 class_counts: list[int] | None = None) -> list[Stage]:
     """The stages of ``cfg.method``: plain and refcal_joint train in one stage, refcal in two.
 
-    With ``world_size > 1`` (several processes) CRL's history is synchronised across ranks every step and SupCon
-    is computed over the global batch (features gathered from every rank)."""
+    ``class_counts`` (training images per class) feed the long-tail losses and DRW (``train.drw_epoch``; for
+    two-stage refcal ``stage2.drw_epoch``, the stage whose classifier loss it re-weights). With ``world_size > 1``
+    (several processes) CRL's history is synchronised across ranks every step and SupCon is computed over the
+    global batch (features gathered from every rank)."""
     sync = world_size > 1
     from .joint import RefCalJoint
     from .plain import Plain
     from .two_stage import LinearProbe, SupConPretrain
 
     m = cfg.method
-    criterion = Criterion(build_base_loss(m.base_loss, m.loss_args, num_train), sync=sync)
+    if m.name == "refcal" and cfg.train.drw_epoch is not None:
+        raise ConfigError("train.drw_epoch has no effect on refcal's contrastive stage (no classifier loss); set "
+                          "stage2.drw_epoch to re-weight the classifier stage")
+    train = cfg.stage2 if m.name == "refcal" else cfg.train
+    section = "stage2" if m.name == "refcal" else "train"
+    criterion = Criterion(build_base_loss(m.base_loss, m.loss_args, num_train, class_counts), sync=sync,
+                          drw=_drw(train, section, class_counts))
     if m.name == "plain":
         return [Stage("train", Plain(criterion), cfg.train, cfg.train.augment)]
     if m.name == "refcal_joint":

@@ -51,6 +51,7 @@ class RefCalJoint(Method):
 
     def start_epoch(self, epoch: int) -> None:
         self.weight = self.full_weight * (min(1.0, (epoch + 1) / self.warmup) if self.warmup > 0 else 1.0)
+        self.criterion.start_epoch(epoch)
 
     def loss(self, module: nn.Module, batch: dict[str, torch.Tensor], transform: Transform):
         x, y, idx = batch["image"], batch["label"], batch["index"]

@@ -100,6 +100,9 @@ class LinearProbe(Method):
         self.criterion.to(device)
         return self
 
+    def start_epoch(self, epoch: int) -> None:
+        self.criterion.start_epoch(epoch)
+
     def loss(self, module: nn.Module, batch: dict[str, torch.Tensor], transform: Transform):
         logits = module(transform(batch["image"])).float()
         return self.criterion(logits, batch["label"], batch["index"]), logits, batch["label"], {}
