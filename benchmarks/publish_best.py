@@ -53,6 +53,34 @@ def pick_best(runs: Path, methods: list[str]) -> tuple[Path, dict]:
     return best, {d.name: {"val_accuracy": a, "val_nll": n} for d, (a, n) in scores.items()}
 
 
+def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str], dataset: tuple[str, str],
+                  notes: str, index: str | Path | None = None, cards: str | Path = REPO / "model_cards",
+                  publish_dir: str | Path = REPO / "publish") -> tuple[Path, Path, Path]:
+    """Publish a finished run as zoo entry ``name``: Hub-repo folder, embedded weights + index entry (with the
+    recipe, the overrides that retrain it and a note on the budget), and the card in ``model_cards/<name>/``."""
+    from refcal_zoo.hub import publish_run
+    from refcal_zoo.zoo import index_path, load_index
+    from refcal_zoo.zoo.update_index import register, write_index
+
+    folder = publish_run(run_dir, Path(publish_dir) / name, name=name)  # nothing pushed: no hf-hub line
+    index = Path(index) if index else index_path()
+    register(folder, name=name, index=index, embed=True)  # the embedded copy's card names the zoo entry and tag
+    embedded = index.parent / "weights" / name
+    card_dir = Path(cards) / name
+    card_dir.mkdir(parents=True, exist_ok=True)
+    for f in ("README.md", "reliability.png", "reliability_ts.png"):
+        if (embedded / f).is_file():
+            shutil.copyfile(embedded / f, card_dir / f)
+    entries = load_index(index)
+    entry = entries[name]
+    entry.recipe = recipe
+    entry.overrides = [f"name={name}", *overrides]
+    entry.dataset.update({"id": dataset[0], "name": dataset[1]})
+    entry.notes = notes
+    write_index(index, entries)
+    return folder, card_dir, index
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", required=True, choices=sorted(DATASET_IDS))
@@ -63,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publish-dir", default=str(REPO / "publish"), help="where the Hub-repo folder goes")
     args = ap.parse_args(argv)
 
-    from refcal_zoo.hub import publish_run
     from refcal_zoo.record import read_record
-    from refcal_zoo.zoo import index_path, load_index
-    from refcal_zoo.zoo.update_index import register, write_index
 
     results = Path(args.results) if args.results else REPO / "benchmarks" / "results" / args.suite
     best, scores = pick_best(results / "runs", args.methods)
@@ -76,31 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{arch}-{args.suite}-{method}"
     print(f"candidates (validation): {json.dumps(scores, indent=1)}\nbest: {best.name} -> {name}")
 
-    folder = publish_run(best, Path(args.publish_dir) / name, name=name)  # nothing pushed: no hf-hub line
-
-    index = Path(args.index) if args.index else index_path()
-    register(folder, name=name, index=index, embed=True)  # the embedded copy's card names the zoo entry and tag
-    embedded = index.parent / "weights" / name
-    card_dir = Path(args.cards) / name
-    card_dir.mkdir(parents=True, exist_ok=True)
-    for f in ("README.md", "reliability.png", "reliability_ts.png"):
-        if (embedded / f).is_file():
-            shutil.copyfile(embedded / f, card_dir / f)
-    entries = load_index(index)
-    entry = entries[name]
     suite = compare.get_suite(args.suite, "DATA")
     cell = next(c for c in suite.cells if c.method == method)
-    dataset_id, dataset_name = DATASET_IDS[args.suite]
-    entry.recipe = f"recipes/configs/{cell.config}"
-    entry.overrides = [f"name={name}", *(o for o in cell.overrides if not o.startswith("dataset.path=")),
-                       f"train.seed={seed}"]
-    entry.dataset.update({"id": dataset_id, "name": dataset_name})
     budget = read_record(cfg).budget
-    entry.notes = (f"Best {'/'.join(args.methods)} run of the `{args.suite}` benchmark suite by validation accuracy "
-                   f"({best.name}; {suite.description}). Trained {budget.epochs} epochs in "
-                   f"{budget.train_seconds:.0f} s on 2 CPU cores, on the JPEG copy of {dataset_id} in "
-                   "../shared; a reduced budget, not the recipe's full one (see the card and docs/results.md).")
-    write_index(index, entries)
+    dataset_id, dataset_name = DATASET_IDS[args.suite]
+    notes = (f"Best {'/'.join(args.methods)} run of the `{args.suite}` benchmark suite by validation accuracy "
+             f"({best.name}; {suite.description}). Trained {budget.epochs} epochs in "
+             f"{budget.train_seconds:.0f} s on 2 CPU cores, on the JPEG copy of {dataset_id} in "
+             "../shared; a reduced budget, not the recipe's full one (see the card and docs/results.md).")
+    folder, card_dir, index = publish_entry(
+        best, name, recipe=f"recipes/configs/{cell.config}",
+        overrides=[*(o for o in cell.overrides if not o.startswith("dataset.path=")), f"train.seed={seed}"],
+        dataset=(dataset_id, dataset_name), notes=notes, index=args.index, cards=args.cards,
+        publish_dir=args.publish_dir)
     print(f"published {folder}, card {card_dir}, registered '{name}' in {index}")
     return 0
 

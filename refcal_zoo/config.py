@@ -99,7 +99,9 @@ class TrainConfig:
     warmup_epochs: float = 5.0  # linear warm-up from ~0 to lr
     min_lr: float = 0.0  # floor of the cosine schedule
     wd_exclude_norm_bias: bool = False  # no weight decay on normalisation weights and biases
-    mixed_precision: str | None = None  # no | fp16 | bf16; None: from `accelerate launch` (default no)
+    # auto: bf16 where the device computes it natively, else fp32 (engine/hardware.py); no | fp16 | bf16;
+    # null: whatever `accelerate launch --mixed_precision` says. A bare YAML `no`/`false` means "no".
+    mixed_precision: str | None = "auto"
     grad_accum_steps: int = 1  # optimiser step every N batches (effective batch = batch_size * N * processes)
     seed: int = 1234
     augment: str = "crop_flip"  # crop_flip | rrc_flip | simclr | none
@@ -111,8 +113,13 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0: never mid-epoch
     keep_checkpoints: int = 2
     log_with: list[str] = field(default_factory=list)  # Accelerate trackers, e.g. [tensorboard]; log.jsonl always
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the model
+    channels_last: str | bool = "auto"  # auto: NHWC where the kernels prefer it (CUDA, AVX2+ CPUs); true | false
+    compile: str | bool = "auto"  # torch.compile the model; auto: on CUDA only (a net loss on small CPUs)
+
+    def __post_init__(self) -> None:
+        self.mixed_precision = _normalise_switch(self.mixed_precision, off="no")
+        self.channels_last = _normalise_switch(self.channels_last)
+        self.compile = _normalise_switch(self.compile)
 
 
 @dataclass
@@ -151,6 +158,21 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir or Path("runs") / self.name)
+
+
+def _normalise_switch(value: Any, off: Any = False) -> Any:
+    """YAML reads ``no``/``false`` as a boolean and the config loader may hand it over as the string "False":
+    map the spellings of on/off to ``True`` / ``off`` and leave other values (``auto``, ``bf16``) as they are."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("false", "no", "off"):
+            return off
+        if low in ("true", "yes", "on"):
+            return True
+        return low
+    if value is False:
+        return off
+    return value
 
 
 #: keys that may differ between a run and its resumption (budget and logging); anything else must match.

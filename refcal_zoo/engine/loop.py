@@ -99,7 +99,7 @@ def train_one_epoch(
             for k, v in logs.items():
                 sums.add(f"extra.{k}", torch.nan_to_num(v.detach().float(), nan=0.0) * n)
         done += 1
-        if step % 25 == 0:
+        if step % 25 == 0 and not bar.disable:  # the only host synchronisation in the step, for the progress bar
             bar.set_postfix(loss=f"{sums.values['loss'].item() / sums.seen:.3f}")
         if on_batch_end is not None:
             on_batch_end(done, lambda: sums.snapshot(time.perf_counter() - t0))

@@ -45,6 +45,7 @@ from ..record import (
 )
 from .checkpoint import TrainerState, complete_checkpoints, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .evaluate import predict_logits
+from .hardware import SpeedChoice, resolve_speed
 from .loop import train_one_epoch
 from .optim import build_optimizer, build_scheduler
 from .run_folder import check_output_dir, finalize_run_dir, staging_dir
@@ -71,8 +72,11 @@ def _validate_before_writing(cfg: Config, overwrite: bool) -> None:
         if tc.select not in ("best_nll", "best_accuracy", "last"):
             raise ConfigError(f"{section}.select must be best_nll, best_accuracy or last (never by ECE), "
                               f"got '{tc.select}'")
-    if cfg.train.mixed_precision not in (None, "no", "fp16", "bf16"):
-        raise ConfigError(f"train.mixed_precision must be no, fp16 or bf16, got '{cfg.train.mixed_precision}'")
+    if cfg.train.mixed_precision not in (None, "auto", "no", "fp16", "bf16"):
+        raise ConfigError(f"train.mixed_precision must be auto, no, fp16 or bf16, got '{cfg.train.mixed_precision}'")
+    for key in ("channels_last", "compile"):
+        if getattr(cfg.train, key) not in (True, False, "auto"):
+            raise ConfigError(f"train.{key} must be auto, true or false, got '{getattr(cfg.train, key)}'")
     if cfg.train.grad_accum_steps < 1:
         raise ConfigError(f"train.grad_accum_steps must be >= 1, got {cfg.train.grad_accum_steps}")
     if cfg.dataset.rho < 1:
@@ -100,15 +104,15 @@ def _check_unfinished(stage_dir: Path, overwrite: bool) -> None:
                              "it or --overwrite to discard it and start over")
 
 
-def _make_accelerator(cfg: Config, stage_dir: Path) -> Accelerator:
+def _make_accelerator(cfg: Config, stage_dir: Path, speed: SpeedChoice) -> Accelerator:
     trackers = [JsonlTracker(stage_dir / "log.jsonl"), *cfg.train.log_with]
     return Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=cfg.train.mixed_precision,
+        mixed_precision=speed.mixed_precision,
         gradient_accumulation_steps=cfg.train.grad_accum_steps,
         log_with=trackers,
         project_config=ProjectConfiguration(project_dir=str(stage_dir), logging_dir=str(stage_dir / "tracking")),
-        dynamo_backend="inductor" if cfg.train.compile else None,
+        dynamo_backend="inductor" if speed.compile else None,
     )
 
 
@@ -152,11 +156,13 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
         check_output_dir(run_dir, overwrite)
         _check_unfinished(stage_dir, overwrite)
         state, ckpt = TrainerState(), None
-    accelerator = _make_accelerator(cfg, stage_dir)
+    speed = resolve_speed(cfg.train.mixed_precision, cfg.train.channels_last, cfg.train.compile,
+                          "cuda" if torch.cuda.is_available() else "cpu")
+    accelerator = _make_accelerator(cfg, stage_dir, speed)
     set_seed(cfg.train.seed)
     data = prepare_data(cfg.dataset)
     model, mean, std = _build_model(cfg, data)
-    if cfg.train.channels_last:
+    if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
     stages = build_stages(cfg, len(data.train_labels), world_size=accelerator.num_processes,
                           class_counts=data.train_class_counts)
@@ -171,7 +177,7 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
         make_loader(TensorImageDataset(data.val_images, data.val_labels), cfg.train.eval_batch_size, train=False),
         make_loader(TensorImageDataset(data.test_images, data.test_labels), cfg.train.eval_batch_size, train=False),
     )
-    eval_tf = BatchTransform(mean, std, augment="none", channels_last=cfg.train.channels_last)
+    eval_tf = BatchTransform(mean, std, augment="none", channels_last=speed.channels_last)
     if accelerator.is_main_process:
         if not resume:
             if stage_dir.exists():
@@ -189,7 +195,8 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
         f"{cfg.name}: {cfg.model.arch} on {cfg.dataset.path} (rho={cfg.dataset.rho:g}) | train {len(data.train_labels)}"
         f" / val {len(data.val_labels)} / test {len(data.test_labels)} images, {data.num_classes} classes | "
         f"method {cfg.method.name} ({cfg.method.base_loss}): {plan} | device {accelerator.device}"
-        f" x{accelerator.num_processes}" + (f" | resuming from {ckpt.name}" if ckpt else "")
+        f" x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
+        f"{', channels-last' if speed.channels_last else ''}{', compiled' if speed.compile else ''}" + (f" | resuming from {ckpt.name}" if ckpt else "")
     )
 
     select = cfg.train.select
@@ -206,7 +213,7 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
         optimizer = build_optimizer(module, st.train)
         module, optimizer, train_loader = accelerator.prepare(module, optimizer, raw_loader)
         scheduler = build_scheduler(optimizer, math.ceil(len(train_loader) / cfg.train.grad_accum_steps), st.train)
-        train_tf = BatchTransform(mean, std, augment=st.augment, channels_last=cfg.train.channels_last)
+        train_tf = BatchTransform(mean, std, augment=st.augment, channels_last=speed.channels_last)
         start_batch, start_sums = 0, None
         if ckpt is not None and index == state.stage:
             method.load_state_dict(restore_checkpoint(accelerator, ckpt))
@@ -267,7 +274,8 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
             every = cfg.train.checkpoint_every_epochs
             if every and ((epoch + 1) % every == 0 or epoch + 1 == st.train.epochs):
                 checkpoint(epoch + 1, 0, None)
-        model = method.unwrap(accelerator.unwrap_model(module))
+        # without Accelerate's autocast wrapper: the final validation/test logits are computed in float32
+        model = method.unwrap(accelerator.unwrap_model(module, keep_fp32_wrapper=False))
         epochs_before += st.train.epochs
         state.stage, state.epoch = index + 1, 0
 
@@ -285,7 +293,7 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
         metrics = _evaluate(test_logits, test_labels, data, temperature)
         record = _run_record(cfg, data, metrics, images_per_second, state.train_seconds, _device_name(accelerator),
                              temperature, SelectionRecord(select, state.best_epoch if select != "last" else None),
-                             accelerator.mixed_precision)
+                             accelerator.mixed_precision, speed.channels_last)
         export_timm_folder(model, stage_dir, label_names=data.class_names, record=record)
         _write_diagrams(stage_dir, cfg, test_logits, test_labels, temperature)
         _write_npz(stage_dir / "test_predictions.npz", logits=test_logits.numpy().astype(np.float32),
@@ -380,7 +388,8 @@ def _device_name(accelerator: Accelerator) -> str:
 
 
 def _run_record(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float, device: str,
-                temperature: float | None, selection: SelectionRecord, mixed_precision: str) -> RunRecord:
+                temperature: float | None, selection: SelectionRecord, mixed_precision: str,
+                channels_last: bool) -> RunRecord:
     """The typed run record (``refcal_zoo.record``) written to ``config.json``: identities, never machine paths."""
     rec = data.split
     path = data.source.get("path")
@@ -401,7 +410,7 @@ def _run_record(cfg: Config, data: PreparedData, metrics: dict, ips: float, seco
                             train_images_per_second=round(ips, 1), device=device),
         selection=selection,
         temperature=temperature,
-        precision=PrecisionRecord(mixed_precision=str(mixed_precision), channels_last=bool(cfg.train.channels_last)),
+        precision=PrecisionRecord(mixed_precision=str(mixed_precision), channels_last=channels_last),
         metrics={k: v for k, v in _json_ready(metrics).items()
                  if "/" not in k or (k.startswith("ts/") and k.count("/") == 1)},
         provenance=ProvenanceRecord(library_version=__version__),

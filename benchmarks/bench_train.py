@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Training speed with the defaults against the bare model, measured in one run (issue: speed at the hardware's limit).
+
+    python benchmarks/bench_train.py --json benchmarks/results/bench_train_cpu.json
+    python benchmarks/bench_train.py --compile              # also time torch.compile of the bare step (slow on CPU)
+    python benchmarks/bench_train.py --processes 4          # GPU: 4 concurrent training loops, summed img/s
+
+Images per second for ResNet-32 on CIFAR-10-LT (the shared JPEG copy if found, else synthetic uint8 data):
+  (a) eager_fp32   bare forward + backward + SGD step, fp32, NCHW, random float tensors already on the device;
+  (b) best_bare    the same bare step in the mode ``auto`` picks for this device (engine/hardware.py: bf16 where
+                   native, channels-last where the kernels prefer it, compiled on CUDA);
+  (c) loop         the real training loop with the default settings (uint8 batches on the device, batched
+                   crop/flip + normalisation, CE, SGD, LR schedule, Accelerate with the resolved precision);
+  (d) supcon_2view two-stage RefCal's contrastive step (two SimCLR views, SupCon) in the same loop.
+Ratios (c)/(a) and (c)/(b) are the figures of merit. Measurements are interleaved in rounds and the median kept, so
+machine load affects all alike; warm-up (and compile time, reported apart) is excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from refcal_zoo.config import DatasetConfig, SupConConfig, TrainConfig
+from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader, prepare_data
+from refcal_zoo.engine import build_optimizer, build_scheduler, train_one_epoch
+from refcal_zoo.engine.hardware import SpeedChoice, resolve_speed
+from refcal_zoo.losses import build_loss
+from refcal_zoo.methods import Criterion, Plain, SupConPretrain
+from refcal_zoo.models import CIFAR10_MEAN, CIFAR10_STD, create_model
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
+
+
+def load_images(dataset: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    path = dataset or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else "synthetic")
+    if path == "synthetic":
+        g = torch.Generator().manual_seed(0)
+        return (torch.randint(0, 256, (20_431, 3, 32, 32), dtype=torch.uint8, generator=g),
+                torch.randint(0, 10, (20_431,), generator=g), "synthetic uint8 (20,431 x 3x32x32)")
+    data = prepare_data(DatasetConfig(path=path, rho=10, val_per_class=50))
+    return data.train_images, data.train_labels, f"CIFAR-10-LT rho 10 ({len(data.train_labels)} images)"
+
+
+class BareStep:
+    """forward + backward + SGD step of a fresh ResNet on fixed random tensors, in a given precision/layout."""
+
+    def __init__(self, arch: str, batch_size: int, device: torch.device, speed: SpeedChoice) -> None:
+        self.device, self.batch_size = device, batch_size
+        self.bf16 = speed.mixed_precision == "bf16"
+        fmt = torch.channels_last if speed.channels_last else torch.contiguous_format
+        self.model = create_model(arch, num_classes=10).to(device, memory_format=fmt).train()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-4)
+        self.x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, 10, (batch_size,), device=device)
+        self.forward_backward = torch.compile(self._forward_backward) if speed.compile else self._forward_backward
+        t0 = time.perf_counter()
+        self.run(2)  # warm-up (and compilation, when compiled)
+        self.warmup_seconds = time.perf_counter() - t0
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        loss.backward()
+        return loss
+
+    def run(self, steps: int) -> float:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.opt.zero_grad(set_to_none=True)
+            self.forward_backward(self.x, self.y)
+            self.opt.step()
+        _sync(self.device)
+        return steps * self.batch_size / (time.perf_counter() - t0)
+
+
+class LoopStep:
+    """The engine's real epoch loop (``train_one_epoch``) of one method, limited to a number of steps."""
+
+    def __init__(self, method, model, augment: str, loader, accelerator: Accelerator, speed: SpeedChoice) -> None:
+        if speed.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.method, self.accelerator = method.to(accelerator.device), accelerator
+        module = method.wrap(model)
+        opt = build_optimizer(module, TrainConfig())
+        self.module, self.opt, self.loader = accelerator.prepare(module, opt, loader)
+        self.sched = build_scheduler(self.opt, len(self.loader), TrainConfig(warmup_epochs=0, schedule="constant"))
+        self.tf = BatchTransform(CIFAR10_MEAN, CIFAR10_STD, augment=augment, channels_last=speed.channels_last)
+        t0 = time.perf_counter()
+        self.run(2)
+        self.warmup_seconds = time.perf_counter() - t0
+
+    def run(self, steps: int) -> float:
+        stats = train_one_epoch(self.module, self.loader, self.method, self.opt, self.sched, self.tf,
+                                self.accelerator, max_steps=steps, desc="bench")
+        return stats.images / stats.seconds
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _concurrent(args: argparse.Namespace) -> dict:
+    """Run ``--processes`` copies of the loop measurement at once and sum their images/s."""
+    cmd = [sys.executable, __file__, "--only-loop", "--steps", str(args.steps), "--repeats", str(args.repeats),
+           "--batch-size", str(args.batch_size), "--arch", args.arch] + (["--dataset", args.dataset]
+                                                                          if args.dataset else [])
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
+    each = [json.loads(p.communicate()[0].strip().splitlines()[-1])["loop_img_per_s"] for p in procs]
+    return {"processes": args.processes, "loop_img_per_s_each": each, "loop_img_per_s_sum": round(sum(each), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="resnet32_cifar")
+    ap.add_argument("--dataset", default=None, help="dataset path or 'synthetic' (default: ../shared/datasets/cifar10 if present)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=20, help="optimiser steps per measurement")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="also measure the compiled bare step (and compile time)")
+    ap.add_argument("--processes", type=int, default=0, help="also run N concurrent loops and sum their img/s")
+    ap.add_argument("--only-loop", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    best = resolve_speed("auto", "auto", "auto", device)
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=best.mixed_precision)
+    images, labels, what = load_images(args.dataset)
+    if device.type == "cuda":  # as the trainer: the uint8 training set lives on the GPU
+        images, labels = images.to(device), labels.to(device)
+    train_set = TensorImageDataset(images, labels)
+
+    def loop_for(method, augment: str) -> LoopStep:
+        loader = make_loader(train_set, args.batch_size, train=True, seed=0)
+        return LoopStep(method, create_model(args.arch, num_classes=10), augment, loader, accelerator, best)
+
+    ce = loop_for(Plain(Criterion(build_loss("ce"))), "crop_flip")
+    if args.only_loop:
+        print(json.dumps({"loop_img_per_s": round(statistics.median(ce.run(args.steps)
+                                                                    for _ in range(args.repeats)), 1)}))
+        return
+    benches = {"eager_fp32": BareStep(args.arch, args.batch_size, device, SpeedChoice("no", False, False)),
+               "best_bare": BareStep(args.arch, args.batch_size, device, best), "loop": ce,
+               "supcon_2view": loop_for(SupConPretrain(SupConConfig(base_temperature=0.07)), "simclr")}
+    if args.compile and not best.compile:
+        benches["compiled_bare"] = BareStep(args.arch, args.batch_size, device,
+                                            SpeedChoice(best.mixed_precision, best.channels_last, True))
+    speeds: dict[str, list[float]] = {k: [] for k in benches}
+    for _ in range(args.repeats):
+        for name, bench in benches.items():
+            speeds[name].append(bench.run(args.steps))
+    med = {k: statistics.median(v) for k, v in speeds.items()}
+    result = {
+        "arch": args.arch, "data": what, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)", "torch": torch.__version__,
+        "native_bf16": best.mixed_precision == "bf16", "auto": vars_of(best), "batch_size": args.batch_size,
+        "steps": args.steps, "repeats": args.repeats,
+        **{f"{k}_img_per_s": round(v, 1) for k, v in med.items()},
+        "loop_over_eager_fp32": round(med["loop"] / med["eager_fp32"], 3),
+        "loop_over_best_bare": round(med["loop"] / med["best_bare"], 3),
+        "warmup_seconds": {k: round(b.warmup_seconds, 1) for k, b in benches.items()},
+    }
+    if "compiled_bare" in med:
+        result["compiled_over_best_bare"] = round(med["compiled_bare"] / med["best_bare"], 3)
+    if args.processes:
+        result["concurrent"] = _concurrent(args)
+    print(f"{args.arch}, batch {args.batch_size}, {what}, {result['device']}, auto = {result['auto']}, "
+          f"median of {args.repeats} rounds x {args.steps} steps")
+    for k, v in med.items():
+        print(f"  {k:<14}{v:10.1f} img/s   (warm-up {benches[k].warmup_seconds:.1f} s)")
+    print(f"  (c)/(a) loop / eager fp32 = {result['loop_over_eager_fp32']:.3f}   "
+          f"(c)/(b) loop / best bare = {result['loop_over_best_bare']:.3f}")
+    if "concurrent" in result:
+        print(f"  {args.processes} concurrent loops: {result['concurrent']['loop_img_per_s_sum']:.0f} img/s in all")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def vars_of(speed: SpeedChoice) -> dict:
+    return {"mixed_precision": speed.mixed_precision, "channels_last": speed.channels_last, "compile": speed.compile}
+
+
+if __name__ == "__main__":
+    main()

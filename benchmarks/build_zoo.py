@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""Build the zoo: train every entry of a build suite at its recipe's budget, resumably, and publish each one.
+
+    python benchmarks/build_zoo.py --suite cifar10lt-full                 # this CPU: the four ResNet-32 entries
+    python benchmarks/build_zoo.py --suite cifar10lt-full-gpu --parallel 6   # one GPU: full recipes, seeds 0-2
+    python benchmarks/build_zoo.py --suite cifar100lt-full --parallel 4      # Hub access + a GPU: every CIFAR-100-LT entry
+    python benchmarks/build_zoo.py --suite cifar10lt-full --list          # the queue and what is finished
+
+Each (entry, seed) cell is an ordinary recipe run (``recipes/train.py`` in a subprocess, the same machinery as
+``compare_methods.py``) written to ``<root>/runs/<cell>-s<seed>/``; ``--root`` defaults to
+``benchmarks/results/<suite>`` (git-ignored runs). A finished cell is skipped, an interrupted one resumes from its
+newest checkpoint (``--resume``, bit-identical), so the command can be stopped and started again any number of
+times. ``--parallel N`` trains N cells at once (one GPU holds many small CIFAR models). After each cell the suite's
+``results.csv`` is rewritten and, unless ``--no-publish``, the entry is published from its finished seed with the best
+*validation* accuracy: Hub-repo folder, weights embedded in the package, card in ``model_cards/<name>/`` and an
+index entry with the exact recipe, overrides and budget. Test metrics play no part in any choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = _load("compare_methods")
+publish_best = _load("publish_best")
+
+
+@dataclass
+class Entry:
+    """A zoo entry to build: its name, recipe, the overrides that set its budget, and what its card says of it."""
+
+    name: str
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    budget_note: str = "the recipe's full budget"
+
+
+@dataclass
+class BuildSuite:
+    name: str
+    entries: list[Entry]
+    seeds: tuple[int, ...]
+    dataset: tuple[str, str]  # (Hub id, display name)
+    data_path: str  # what dataset.path is set to (a Hub id or a local copy)
+    description: str
+
+
+_TWO_STAGE_CPU = 200  # SupCon epochs of the CPU two-stage entry (the release trains 1000)
+
+
+def _cifar10lt_full(data: str, gpu: bool) -> BuildSuite:
+    entries = [Entry("resnet32-cifar10lt-ce", "resnet32-cifar10lt-ce.yaml"),
+               # two views: SupCon's positives then include the image's own other view, so every anchor - tail
+               # classes with one image in the batch included - has a positive (one view leaves them out)
+               Entry("resnet32-cifar10lt-refcal_joint", "resnet32-cifar10lt-refcal_joint.yaml"),
+               Entry("resnet32-cifar10lt-crl", "resnet32-cifar10lt-crl.yaml")]
+    if gpu:
+        entries.append(Entry("resnet32-cifar10lt-refcal", "resnet32-cifar10lt-refcal.yaml"))
+        others = ["ls005", "ls01", "focal", "flsd53", "brier", "mmce", "dca", "mdca", "fl_mdca", "ls_mdca", "mbls",
+                  "logitnorm", "adafocal", "refcal_ls", "refcal_mmce", "refcal_crl"]
+        entries += [Entry(f"resnet32-cifar10lt-{m}", f"resnet32-cifar10lt-{m}.yaml") for m in others]
+        entries += [Entry(f"wrn28_10-cifar10lt-{m}", f"resnet32-cifar10lt-{m}.yaml", ["model.arch=wrn28_10_cifar"])
+                    for m in ("ce", "refcal_joint", "refcal")]
+        entries += [Entry(f"efficientvit_b0-cifar10lt-{m}", f"resnet32-cifar10lt-{m}.yaml",
+                          ["model.arch=efficientvit_b0_cifar", "train.optimizer=adamw", "train.lr=2e-3",
+                           "train.weight_decay=0.05", "train.schedule=cosine"]) for m in ("ce", "refcal_joint")]
+        return BuildSuite("cifar10lt-full-gpu", entries, (0, 1, 2), ("uoft-cs/cifar10", "CIFAR-10-LT"), data,
+                          "every CIFAR-10-LT entry at its recipe's full budget (LDAM-DRW: 200 epochs; two-stage "
+                          "RefCal: 1000 SupCon + 100 linear epochs), seeds 0-2, for one GPU")
+    entries.append(Entry(f"resnet32-cifar10lt-refcal_supcon{_TWO_STAGE_CPU}", "resnet32-cifar10lt-refcal.yaml",
+                         [f"train.epochs={_TWO_STAGE_CPU}"],
+                         f"{_TWO_STAGE_CPU} SupCon epochs + 100 linear epochs: a reduced budget (the release trains "
+                         "1000 SupCon epochs; `cifar10lt-full-gpu` builds that)"))
+    # the other backbones at budgets this CPU affords, named as reduced-budget entries
+    entries.append(Entry("wrn28_2-cifar10lt-ce_e30", "resnet32-cifar10lt-ce.yaml",
+                         ["model.arch=wrn28_2_cifar", "train.epochs=30", "train.schedule=cosine"],
+                         "30 epochs, cosine schedule: a reduced budget (the recipe trains 200)"))
+    entries.append(Entry("efficientvit_b0-cifar10lt-ce_e30", "resnet32-cifar10lt-ce.yaml",
+                         ["model.arch=efficientvit_b0_cifar", "train.epochs=30", "train.optimizer=adamw",
+                          "train.lr=2e-3", "train.weight_decay=0.05", "train.schedule=cosine"],
+                         "30 epochs, AdamW + cosine: a reduced budget (the recipe trains 200)"))
+    return BuildSuite("cifar10lt-full", entries, (0,), ("uoft-cs/cifar10", "CIFAR-10-LT"), data,
+                      "ResNet-32 on CIFAR-10-LT (rho 10) at the recipes' budgets on a CPU (two-stage RefCal: "
+                      f"{_TWO_STAGE_CPU} SupCon epochs), seed 0; reduced-budget WRN-28-2 and EfficientViT-B0 entries")
+
+
+def _cifar100lt_full(data: str) -> BuildSuite:
+    methods = ["ce", "crl", "refcal_joint", "refcal", "ls005", "focal", "mmce", "mdca"]
+    entries = [Entry(f"resnet32-cifar100lt-{m}", f"resnet32-cifar100lt-{m}.yaml") for m in methods]
+    return BuildSuite("cifar100lt-full", entries, (0, 1, 2), ("uoft-cs/cifar100", "CIFAR-100-LT"), data,
+                      "ResNet-32 on CIFAR-100-LT (rho 10) at the recipes' full budgets, seeds 0-2, for one GPU "
+                      "with access to the Hugging Face Hub (or a local copy of uoft-cs/cifar100)")
+
+
+def get_build_suite(name: str, data: str | None) -> BuildSuite:
+    cifar10 = data or str(compare.SHARED_CIFAR10 if compare.SHARED_CIFAR10.is_dir() else "uoft-cs/cifar10")
+    factories = {"cifar10lt-full": lambda: _cifar10lt_full(cifar10, gpu=False),
+                 "cifar10lt-full-gpu": lambda: _cifar10lt_full(cifar10, gpu=True),
+                 "cifar100lt-full": lambda: _cifar100lt_full(data or "uoft-cs/cifar100")}
+    if name not in factories:
+        raise SystemExit(f"error: unknown build suite '{name}' (choose {', '.join(factories)})")
+    return factories[name]()
+
+
+def as_compare_suite(build: BuildSuite) -> compare.Suite:
+    """The same cells in ``compare_methods``' terms (its runner, results table and report read them)."""
+    cells = [compare.Cell(e.name, e.config, [f"dataset.path={build.data_path}", *e.overrides]) for e in build.entries]
+    return compare.Suite(build.name, cells, seeds=build.seeds, description=build.description,
+                         command=f"benchmarks/build_zoo.py --suite {build.name}")
+
+
+def publish(build: BuildSuite, entry: Entry, runs: Path, **paths) -> None:
+    """Publish ``entry`` from its finished seed with the best validation accuracy."""
+    best, scores = publish_best.pick_best(runs, [entry.name])
+    seed = int(best.name.rsplit("-s", 1)[1])
+    seeds = ", ".join(sorted(scores))
+    notes = (f"Built by `benchmarks/build_zoo.py --suite {build.name}` ({build.description}). Budget: "
+             f"{entry.budget_note}. Published seed: {seed}, chosen by validation accuracy among the finished "
+             f"runs ({seeds}).")
+    publish_best.publish_entry(best, entry.name, recipe=f"recipes/configs/{entry.config}",
+                               overrides=[*entry.overrides, f"train.seed={seed}"], dataset=build.dataset,
+                               notes=notes, **paths)
+    print(f"[{build.name}] published {entry.name} (seed {seed})", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", required=True)
+    ap.add_argument("--entries", nargs="*", default=None, help="only these entries (zoo names)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None)
+    ap.add_argument("--data", default=None, help="dataset path or Hub id (default: ../shared copy / the Hub)")
+    ap.add_argument("--root", default=None, help="where runs and results go (default benchmarks/results/<suite>)")
+    ap.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra overrides for every cell (e.g. a smoke budget); published entries record them")
+    ap.add_argument("--parallel", type=int, default=1, help="cells trained at once (default 1)")
+    ap.add_argument("--no-publish", action="store_true", help="train only; publish nothing")
+    ap.add_argument("--list", action="store_true", help="show the queue and what is finished, then exit")
+    ap.add_argument("--index", default=None, help="zoo index to edit (default: the package's)")
+    ap.add_argument("--cards", default=str(REPO / "model_cards"))
+    ap.add_argument("--publish-dir", default=str(REPO / "publish"))
+    ap.add_argument("--launcher", default=None, help="command prefix for each run (default: this python)")
+    args = ap.parse_args(argv)
+    if args.parallel < 1:
+        raise SystemExit("error: --parallel must be >= 1")
+
+    build = get_build_suite(args.suite, args.data)
+    for entry in build.entries:
+        entry.overrides += args.override
+    entries = [e for e in build.entries if args.entries is None or e.name in args.entries]
+    unknown = set(args.entries or []) - {e.name for e in build.entries}
+    if unknown:
+        raise SystemExit(f"error: {', '.join(sorted(unknown))} not in suite {build.name} "
+                         f"(entries: {', '.join(e.name for e in build.entries)})")
+    seeds = args.seeds if args.seeds is not None else list(build.seeds)
+    suite = as_compare_suite(build)
+    out = Path(args.root) if args.root else REPO / "benchmarks" / "results" / build.name
+    queue = [(cell, seed) for seed in seeds for cell in suite.cells if args.entries is None
+             or cell.method in args.entries]  # seed-major: every entry gets its first seed first
+    if args.list:
+        for cell, seed in queue:
+            run_dir = out / "runs" / f"{cell.method}-s{seed}"
+            done = (run_dir / "metrics.json").is_file()
+            partial = (run_dir.with_name(run_dir.name + ".incomplete") / "checkpoints").is_dir()
+            print(f"{'done' if done else 'partial' if partial else 'queued':8} {cell.method} seed {seed}")
+        return 0
+
+    rows = {(r["method"], int(r["seed"])): r for r in compare.read_results(out)}
+    lock = threading.Lock()
+    launcher = args.launcher.split() if args.launcher else [sys.executable]
+    paths = {"index": args.index, "cards": args.cards, "publish_dir": args.publish_dir}
+    failed = []
+
+    def work(cell: compare.Cell, seed: int) -> None:
+        row = compare.run_cell(suite, cell, seed, out, False, launcher)
+        with lock:  # one writer of results.csv and of the zoo index at a time
+            if row is None:
+                failed.append(f"{cell.method} seed {seed}")
+                return
+            rows[(cell.method, seed)] = row
+            compare.record_results(out, suite, rows)
+            if not args.no_publish:
+                publish(build, next(e for e in entries if e.name == cell.method), out / "runs", **paths)
+
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        for future in [pool.submit(work, cell, seed) for cell, seed in queue]:
+            future.result()
+    if failed:
+        print(f"[{build.name}] failed: {', '.join(failed)} (logs in {out / 'logs'})", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

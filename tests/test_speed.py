@@ -1,0 +1,87 @@
+"""Speed defaults: ``auto`` precision / layout / compile resolved for the hardware, recorded, and float32 evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from refcal_zoo.config import load_config
+from refcal_zoo.data import BatchTransform, prepare_data
+from refcal_zoo.engine import hardware, train
+from refcal_zoo.engine.hardware import SpeedChoice, resolve_speed
+from refcal_zoo.errors import ConfigError
+from refcal_zoo.models import create_model
+
+from .conftest import REPO
+
+DEFAULT = REPO / "recipes" / "configs" / "default.yaml"
+
+
+def test_defaults_are_auto_and_bare_no_means_the_string_no(tmp_path):
+    t = load_config(DEFAULT).train
+    assert (t.mixed_precision, t.channels_last, t.compile) == ("auto", "auto", "auto")
+    assert load_config(DEFAULT, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    yml = tmp_path / "c.yaml"
+    yml.write_text(f"base: {DEFAULT}\ntrain:\n  mixed_precision: no\n  channels_last: yes\n  compile: off\n")
+    t = load_config(yml).train
+    assert (t.mixed_precision, t.channels_last, t.compile) == ("no", True, False)
+    assert load_config(DEFAULT, ["train.mixed_precision=null"]).train.mixed_precision is None  # the launcher's
+
+
+@pytest.mark.parametrize("cpu_bf16, expected", [(True, "bf16"), (False, "no")])
+def test_auto_precision_follows_native_bf16_on_cpu(monkeypatch, cpu_bf16, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx2_supported", lambda: True)
+    assert resolve_speed("auto", "auto", "auto", "cpu") == SpeedChoice(expected, True, False)
+    monkeypatch.setattr(torch.cpu, "_is_avx2_supported", lambda: False)
+    assert resolve_speed("auto", "auto", "auto", "cpu").channels_last is False
+
+
+def test_auto_on_cuda_and_explicit_values_pass_through(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_speed("auto", "auto", "auto", "cuda") == SpeedChoice("bf16", True, True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert hardware.native_bf16("cuda") is False  # emulated bf16 (pre-Ampere) is not native
+    assert resolve_speed("fp16", False, True, "cpu") == SpeedChoice("fp16", False, True)
+    assert resolve_speed(None, True, False, "cpu") == SpeedChoice(None, True, False)
+
+
+@pytest.mark.parametrize("override, fragment", [("train.mixed_precision=fp8", "train.mixed_precision must be"),
+                                                ("train.channels_last=sometimes", "train.channels_last must be"),
+                                                ("train.compile=maybe", "train.compile must be")])
+def test_bad_speed_values_fail_before_anything_is_written(tmp_path, override, fragment):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=fragment):
+        train(load_config(DEFAULT, [override, "train.epochs=1", f"output_dir={out}"]))
+    assert not out.exists() and not out.with_name("run.incomplete").exists()
+
+
+@pytest.mark.slow
+def test_bf16_run_records_its_speed_settings_and_evaluates_in_float32(tmp_path):
+    """A bf16 training (emulated here if the CPU lacks bf16) must still produce float32 test logits: recomputing
+    them from the saved weights in float32 matches ``test_predictions.npz`` far below bf16's resolution."""
+    out = tmp_path / "bf16"
+    cfg = load_config(DEFAULT, ["train.epochs=1", "method.name=plain", "train.mixed_precision=bf16",
+                                "train.channels_last=auto",
+                                f"output_dir={out}"])
+    train(cfg)
+    record = json.loads((out / "config.json").read_text())["run_record"]
+    expected = resolve_speed("bf16", "auto", "auto", "cpu")
+    assert record["precision"] == {"mixed_precision": "bf16", "channels_last": expected.channels_last}
+
+    data = prepare_data(cfg.dataset)
+    model = create_model(cfg.model.arch, num_classes=data.num_classes).eval()
+    model.load_state_dict(load_file(str(out / "model.safetensors")))
+    pcfg = json.loads((out / "config.json").read_text())["pretrained_cfg"]
+    tf = BatchTransform(tuple(pcfg["mean"]), tuple(pcfg["std"]), augment="none")
+    with torch.no_grad():
+        logits = model(tf(data.test_images)).numpy()
+    saved = np.load(out / "test_predictions.npz")["logits"]
+    relative = np.abs(saved - logits).max() / np.abs(logits).max()
+    assert relative < 1e-4  # float32 kernels differ by ~1e-6 of the scale; a bf16 evaluation by ~1e-2
