@@ -32,10 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     from refcal_zoo.errors import RefCalZooError
 
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, validate=False)  # train() validates everything at once
         train(cfg, overwrite=args.overwrite, resume=args.resume)
     except RefCalZooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a full disk or a folder that became unwritable: one line, the run folder untouched
+        print(f"error: {type(exc).__name__}: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     return 0
 
