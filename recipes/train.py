@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from refcal_zoo.config import load_config
     from refcal_zoo.engine import train
+    from refcal_zoo.engine.validate import registry_problems
     from refcal_zoo.errors import RefCalZooError
 
     try:
-        cfg = load_config(args.config, args.overrides, validate=False)  # train() validates everything at once
+        cfg = load_config(args.config, args.overrides, extra_checks=[registry_problems])  # every problem at once
         train(cfg, overwrite=args.overwrite, resume=args.resume)
     except RefCalZooError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)

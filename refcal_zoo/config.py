@@ -14,6 +14,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -190,14 +191,15 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
-                validate: bool = True) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *, validate: bool = True,
+                extra_checks: Sequence[Callable[[Config], list[str]]] = ()) -> Config:
     """Read a YAML config (following ``base:`` chains), apply ``key=value`` overrides, validate, return it.
 
     Every problem found (unknown keys, wrong types, values outside a ``Literal``'s choices and, with ``validate``,
     the range and cross-field rules of :func:`config_problems`) is reported at once in one ``ConfigError``.
-    The checks that need the registries (architectures, losses, trackers) are
-    ``refcal_zoo.engine.validate_config``, which ``train`` runs before preparing any data."""
+    The checks that need the registries (architectures, losses, trackers) live above this module
+    (``refcal_zoo.engine.validate``); pass ``extra_checks=[registry_problems]`` to have them in the same error.
+    ``train`` runs all of them again before preparing any data."""
     data: dict[str, Any] = _read_yaml_chain(Path(path)) if path is not None else {}
     for item in overrides or []:
         key, sep, raw = item.partition("=")
@@ -208,7 +210,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = _build(Config, data, "", problems)  # a bad key is reported and left at its default
     if validate:
         problems += config_problems(cfg)
-    raise_problems(problems)
+        for check in extra_checks:
+            problems += check(cfg)
+    raise_problems(list(dict.fromkeys(problems)))
     return cfg
 
 

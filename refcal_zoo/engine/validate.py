@@ -35,7 +35,8 @@ def _tracker_problems(names: list[str]) -> list[str]:
 
 
 def registry_problems(cfg: Config) -> list[str]:
-    """The problems only the registries can see: architecture, loss name and arguments, method, trackers."""
+    """The problems only the registries can see: architecture, loss name and arguments, method (when its own
+    ranges are fine, so nothing is reported twice), trackers."""
     import timm
 
     from ..data.augment import AUGMENTATIONS
@@ -50,10 +51,11 @@ def registry_problems(cfg: Config) -> list[str]:
             create_model(arch)  # raises the ConfigError with close matches
         except ConfigError as exc:
             out.append(str(exc))
-    try:
-        build_stages(cfg, num_train=1)  # the loss (name, arguments) and the method's own checks, nothing trained
-    except ConfigError as exc:
-        out.append(str(exc))
+    if not any(p.startswith("method.") for p in config_problems(cfg)):
+        try:
+            build_stages(cfg, num_train=1)  # the loss (name, arguments) and the method's own checks, no training
+        except ValueError as exc:  # ConfigError, or a loss constructor refusing an argument's value
+            out.append(str(exc) if isinstance(exc, ConfigError) else f"method.base_loss / method.loss_args: {exc}")
     missing = set(AUGMENT_CHOICES) ^ set(AUGMENTATIONS)
     if missing:  # the config's Literal and the data package disagree: a programming error, said plainly
         out.append(f"augmentation names out of step between config and data: {sorted(missing)}")
