@@ -253,3 +253,32 @@ def test_two_processes_on_one_output_dir(tmp_path):
     third = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)  # after it finished
     assert third.returncode == 2 and "already holds a finished run" in third.stderr
     assert snapshot(out) == before
+
+
+# ---------------------------------------------------------------- data and registry guards
+
+
+def test_a_class_without_training_images_is_named_with_the_fix():
+    import numpy as np
+
+    from refcal_zoo.data import make_longtail_split
+
+    labels = np.repeat(np.arange(3), 10)
+    with pytest.raises(DataError, match=r"class 2 \('cat'\) gets 0 training images .* raise dataset.n_max to at "
+                                        r"least 100 or lower dataset.rho"):
+        make_longtail_split(labels, 3, rho=100, n_max=10, class_names=["ant", "bee", "cat"])
+    labels = np.repeat(np.arange(3), [10, 10, 5])
+    with pytest.raises(DataError, match=r"class 2 has 5 images: after taking 5 for validation none is left"):
+        make_longtail_split(labels, 3, rho=1, val_per_class=5)
+
+
+def test_config_choices_match_the_registries():
+    import typing
+
+    from refcal_zoo.config import AUGMENT_CHOICES, MethodConfig
+    from refcal_zoo.data.augment import AUGMENTATIONS
+    from refcal_zoo.methods import build_stages
+
+    assert set(AUGMENT_CHOICES) == set(AUGMENTATIONS)
+    for name in typing.get_args(typing.get_type_hints(MethodConfig)["name"]):
+        assert build_stages(load_config(None, [f"method.name={name}"]), num_train=10)  # every choice builds
