@@ -29,13 +29,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from refcal_zoo.config import load_config
     from refcal_zoo.engine import train
+    from refcal_zoo.engine.validate import registry_problems
     from refcal_zoo.errors import RefCalZooError
 
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, extra_checks=[registry_problems])  # every problem at once
         train(cfg, overwrite=args.overwrite, resume=args.resume)
     except RefCalZooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a full disk or a folder that became unwritable: one line, the run folder untouched
+        print(f"error: {type(exc).__name__}: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     return 0
 

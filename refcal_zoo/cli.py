@@ -27,6 +27,16 @@ from typing import Any
 __all__ = ["main"]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + message otherwise)
         print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
@@ -302,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-column")
     p.add_argument("--label-column")
     p.add_argument("--revision", help="Hub revision of the model")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
     p.add_argument("--corrupt", nargs="*", metavar="NAME", default=None,
                    help="also evaluate on CIFAR-10-C-style corruptions (all ten without names): every metric per "

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from .errors import ConfigError
 
 __all__ = [
+    "AUGMENT_CHOICES",
     "RESUMABLE_CHANGES",
     "CalibrationConfig",
     "Config",
@@ -31,10 +34,17 @@ __all__ = [
     "Stage2Config",
     "SupConConfig",
     "TrainConfig",
+    "config_problems",
     "config_to_dict",
     "flatten",
+    "is_resumable_change",
     "load_config",
+    "raise_problems",
 ]
+
+#: batch augmentations (the names of ``refcal_zoo.data.AUGMENTATIONS``; a test keeps the two in step)
+AUGMENT_CHOICES = ("none", "crop_flip", "rrc_flip", "simclr")
+Augment = Literal["none", "crop_flip", "rrc_flip", "simclr"]
 
 
 @dataclass
@@ -72,12 +82,12 @@ class SupConConfig:
     weight: float = 1.0  # lambda of the joint objective (refcal_joint)
     weight_warmup_epochs: float = 0.0  # refcal_joint: ramp lambda linearly from 0 over these epochs
     views: int = 2  # augmented views per image (refcal_joint: 1 or 2; refcal stage 1 always uses 2)
-    augment: str = "simclr"  # augmentation of the contrastive stage of two-stage refcal
+    augment: Augment = "simclr"  # augmentation of the contrastive stage of two-stage refcal
 
 
 @dataclass
 class MethodConfig:
-    name: str = "plain"  # plain | refcal (two-stage) | refcal_joint (one stage)
+    name: Literal["plain", "refcal", "refcal_joint"] = "plain"  # refcal: two-stage; refcal_joint: one stage
     base_loss: str = "ce"  # the classification loss (refcal: of stage 2); any name of refcal_zoo.losses
     loss_args: dict[str, Any] = field(default_factory=dict)
     supcon: SupConConfig = field(default_factory=SupConConfig)
@@ -88,12 +98,12 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
     eval_batch_size: int = 1024
-    optimizer: str = "sgd"  # sgd | adamw
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 2e-4
-    schedule: str = "step"  # step | cosine | constant
+    schedule: Literal["step", "cosine", "constant"] = "step"
     milestones: list[int] = field(default_factory=lambda: [160, 180])
     lr_decay: float = 0.1  # multiplicative decay at each milestone (step schedule)
     warmup_epochs: float = 5.0  # linear warm-up from ~0 to lr
@@ -104,11 +114,11 @@ class TrainConfig:
     mixed_precision: str | None = "auto"
     grad_accum_steps: int = 1  # optimiser step every N batches (effective batch = batch_size * N * processes)
     seed: int = 1234
-    augment: str = "crop_flip"  # crop_flip | rrc_flip | simclr | none
+    augment: Augment = "crop_flip"
     grad_clip_norm: float | None = None
     drw_epoch: int | None = None  # deferred re-weighting (LDAM-DRW): class-balanced weights from this 0-based epoch
     drw_beta: float | None = None  # DRW: w_j ~ (1 - beta) / (1 - beta^n_j) (Cui et al. 2019); None: 0.9999
-    select: str = "best_nll"  # model selection on validation: best_nll | best_accuracy | last (never on test)
+    select: Literal["best_nll", "best_accuracy", "last"] = "best_nll"  # model selection on validation (never test)
     checkpoint_every_epochs: int = 1  # 0: never at epoch ends
     checkpoint_every_steps: int = 0  # 0: never mid-epoch
     keep_checkpoints: int = 2
@@ -136,12 +146,12 @@ class Stage2Config(TrainConfig):
     milestones: list[int] = field(default_factory=lambda: [60, 75, 90])
     lr_decay: float = 0.2
     warmup_epochs: float = 0.0
-    augment: str = "rrc_flip"
+    augment: Augment = "rrc_flip"
 
 
 @dataclass
 class CalibrationConfig:
-    temperature_scaling: str = "nll"  # nll | ece_grid | none
+    temperature_scaling: Literal["nll", "ece_grid", "none"] = "nll"  # fitted on validation after training
 
 
 @dataclass
@@ -175,11 +185,18 @@ def _normalise_switch(value: Any, off: Any = False) -> Any:
     return value
 
 
-#: keys that may differ between a run and its resumption (budget and logging); anything else must match.
+#: keys that may differ between a run and its resumption: budget, logging and everything used only after training
+#: (a ``section.`` entry covers the whole section), so a run whose training finished can always be completed.
 RESUMABLE_CHANGES = frozenset({
     "train.epochs", "stage2.epochs", "train.eval_batch_size", "stage2.eval_batch_size", "train.log_with",
     "train.checkpoint_every_epochs", "train.checkpoint_every_steps", "train.keep_checkpoints",
+    "calibration.",
 })
+
+
+def is_resumable_change(key: str) -> bool:
+    """Whether the flat config key ``key`` may change when a run is resumed (see ``RESUMABLE_CHANGES``)."""
+    return key in RESUMABLE_CHANGES or any(p.endswith(".") and key.startswith(p) for p in RESUMABLE_CHANGES)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -198,15 +215,99 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (following ``base:`` chains), apply ``key=value`` overrides, validate, return it."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *, validate: bool = True,
+                extra_checks: Sequence[Callable[[Config], list[str]]] = ()) -> Config:
+    """Read a YAML config (following ``base:`` chains), apply ``key=value`` overrides, validate, return it.
+
+    Every problem found (unknown keys, wrong types, values outside a ``Literal``'s choices and, with ``validate``,
+    the range and cross-field rules of :func:`config_problems`) is reported at once in one ``ConfigError``.
+    The checks that need the registries (architectures, losses, trackers) live above this module
+    (``refcal_zoo.engine.validate``); pass ``extra_checks=[registry_problems]`` to have them in the same error.
+    ``train`` runs all of them again before preparing any data."""
     data: dict[str, Any] = _read_yaml_chain(Path(path)) if path is not None else {}
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form section.key=value (e.g. train.epochs=5)")
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
-    return _build(Config, data, prefix="")
+    problems: list[str] = []
+    cfg = _build(Config, data, "", problems)  # a bad key is reported and left at its default
+    if validate:
+        problems += config_problems(cfg)
+        for check in extra_checks:
+            problems += check(cfg)
+    raise_problems(list(dict.fromkeys(problems)))
+    return cfg
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise one ``ConfigError`` listing every problem (one line), or nothing when the list is empty."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} problems in the configuration: "
+                          + " | ".join(f"({i}) {p}" for i, p in enumerate(problems, 1)))
+
+
+def config_problems(cfg: Config) -> list[str]:
+    """Every range, sign and cross-field rule the configuration breaks (no registry look-ups), as messages."""
+    out: list[str] = []
+
+    def need(ok: bool, key: str, rule: str, value: Any) -> None:
+        if not ok:
+            out.append(f"{key} must be {rule}, got {value!r}")
+
+    m, d, sc = cfg.model, cfg.dataset, cfg.method.supcon
+    need(m.num_classes is None or m.num_classes >= 2, "model.num_classes", ">= 2 (or null: from the dataset)",
+         m.num_classes)
+    need(0 <= m.drop_rate < 1, "model.drop_rate", "in [0, 1)", m.drop_rate)
+    need(m.proj_dim >= 1, "model.proj_dim", ">= 1", m.proj_dim)
+    need(m.proj_hidden_dim is None or m.proj_hidden_dim >= 1, "model.proj_hidden_dim", ">= 1 (or null)",
+         m.proj_hidden_dim)
+    need(d.rho >= 1, "dataset.rho", ">= 1 (the imbalance ratio n_max / n_min; 1 = balanced)", d.rho)
+    need(d.n_max is None or d.n_max >= 1, "dataset.n_max", ">= 1 (or null)", d.n_max)
+    if d.n_max is not None and d.n_max >= 1 and d.rho >= 1 and int(d.n_max * (1.0 / d.rho)) < 1:
+        out.append(f"dataset.n_max={d.n_max} with dataset.rho={d.rho:g} leaves the tail class with 0 training "
+                   f"images (n_max / rho < 1); raise dataset.n_max to at least {math.ceil(d.rho)} or lower "
+                   "dataset.rho")
+    need(d.val_per_class >= 0, "dataset.val_per_class", ">= 0", d.val_per_class)
+    need(d.image_size is None or d.image_size >= 1, "dataset.image_size", ">= 1 (or null)", d.image_size)
+    for key, vals in (("dataset.mean", d.mean), ("dataset.std", d.std)):
+        need(vals is None or len(vals) == 3, key, "3 numbers (R, G, B) or null", vals)
+    need(d.std is None or all(v > 0 for v in d.std), "dataset.std", "> 0 in every channel", d.std)
+    need(sc.temperature > 0, "method.supcon.temperature", "> 0", sc.temperature)
+    need(sc.base_temperature is None or sc.base_temperature > 0, "method.supcon.base_temperature", "> 0 (or null)",
+         sc.base_temperature)
+    need(sc.weight >= 0, "method.supcon.weight", ">= 0", sc.weight)
+    need(sc.weight_warmup_epochs >= 0, "method.supcon.weight_warmup_epochs", ">= 0", sc.weight_warmup_epochs)
+    need(sc.views in (1, 2), "method.supcon.views", "1 or 2", sc.views)
+    for section in ("train", "stage2"):
+        t: TrainConfig = getattr(cfg, section)
+        need(t.epochs >= 1, f"{section}.epochs", ">= 1", t.epochs)
+        need(t.batch_size >= 1, f"{section}.batch_size", ">= 1", t.batch_size)
+        need(t.eval_batch_size >= 1, f"{section}.eval_batch_size", ">= 1", t.eval_batch_size)
+        need(t.lr > 0, f"{section}.lr", "> 0", t.lr)
+        need(0 <= t.momentum < 1, f"{section}.momentum", "in [0, 1)", t.momentum)
+        need(t.weight_decay >= 0, f"{section}.weight_decay", ">= 0", t.weight_decay)
+        need(0 < t.lr_decay <= 1, f"{section}.lr_decay", "in (0, 1]", t.lr_decay)
+        need(t.warmup_epochs >= 0, f"{section}.warmup_epochs", ">= 0", t.warmup_epochs)
+        need(0 <= t.min_lr <= max(t.lr, 0), f"{section}.min_lr", f"in [0, {section}.lr]", t.min_lr)
+        ms = t.milestones
+        need(all(a > 0 for a in ms) and all(a < b for a, b in zip(ms, ms[1:], strict=False)), f"{section}.milestones",
+             "positive and strictly increasing (epochs)", ms)
+        need(t.grad_clip_norm is None or t.grad_clip_norm > 0, f"{section}.grad_clip_norm", "> 0 (or null)",
+             t.grad_clip_norm)
+    t = cfg.train  # precision, accumulation, checkpointing and tracking come from train for every stage
+    need(t.grad_accum_steps >= 1, "train.grad_accum_steps", ">= 1", t.grad_accum_steps)
+    need(t.checkpoint_every_epochs >= 0, "train.checkpoint_every_epochs", ">= 0 (0: never)", t.checkpoint_every_epochs)
+    need(t.checkpoint_every_steps >= 0, "train.checkpoint_every_steps", ">= 0 (0: never)", t.checkpoint_every_steps)
+    need(t.keep_checkpoints >= 1, "train.keep_checkpoints", ">= 1", t.keep_checkpoints)
+    need(t.mixed_precision in (None, "auto", "no", "fp16", "bf16"), "train.mixed_precision",
+         "auto, no, fp16 or bf16 (or null: from `accelerate launch`)", t.mixed_precision)
+    for key in ("channels_last", "compile"):
+        need(getattr(t, key) in (True, False, "auto"), f"train.{key}", "auto, true or false", getattr(t, key))
+    need(bool(cfg.name.strip()), "name", "a non-empty string", cfg.name)
+    return out
 
 
 def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -251,40 +352,48 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+        problems.append(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+        return cls()
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        key = unknown[0]
+    for key in (k for k in data if k not in names):
         close = difflib.get_close_matches(key, names, n=1)
         hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
-        raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        problems.append(f"unknown config key '{prefix}{key}'{hint}")
     kwargs = {}
     for name in names:
         if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], f"{prefix}{name}")
+            try:
+                kwargs[name] = _coerce(data[name], hints[name], f"{prefix}{name}", problems)
+            except ConfigError as exc:  # reported; the key keeps its default so the other checks can run
+                problems.append(str(exc))
     return cls(**kwargs)
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value if value is not None else {}, f"{key}.")
+        return _build(tp, value if value is not None else {}, f"{key}.", problems)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Literal:
+        if value in args and not isinstance(value, bool):
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, args))}, got {value!r}{hint}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        return _coerce(value, inner[0], key, problems)
     if tp is Any:
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
-        return [_coerce(v, args[0], key) for v in value] if args else list(value)
+        return [_coerce(v, args[0], key, problems) for v in value] if args else list(value)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
@@ -302,10 +411,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 if float(number) != int(number):
                     raise ValueError
                 return int(number)
-            return float(number)
+            number = float(number)
         except (TypeError, ValueError):
             raise ConfigError(f"config key '{key}' must be {'an integer' if tp is int else 'a number'}, "
                               f"got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if value is None or isinstance(value, (dict, list)):
             raise ConfigError(f"config key '{key}' must be a string, got {value!r}")

@@ -365,9 +365,10 @@ def test_auto_detection_and_forcing():
     p = softmax(z)
     assert evaluate_predictions(p, y) == evaluate_predictions(z, y)  # auto: probs vs logits, same metrics
     assert M.nll(p, y, inputs="logits") != pytest.approx(M.nll(p, y))  # forcing changes the meaning
-    # logits that happen to lie in [0, 1] but do not sum to 1 are logits
+    # a matrix in [0, 1] whose rows do not sum to 1 is ambiguous: treated as logits, with a warning saying so
     u = np.random.default_rng(0).random((100, 5))
-    assert M.nll(u, y[:100]) == pytest.approx(M.nll(u, y[:100], inputs="logits"))
+    with pytest.warns(UserWarning, match="treats this matrix as logits"):
+        assert M.nll(u, y[:100]) == pytest.approx(M.nll(u, y[:100], inputs="logits"))
     # half-precision probabilities fail the 1e-4 row-sum test: treated as logits, with a warning
     p16 = (p * 0.997).astype(np.float16)  # rows sum to ~0.997
     with pytest.warns(UserWarning, match="inputs='probs'"):

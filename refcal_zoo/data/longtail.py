@@ -76,6 +76,7 @@ def make_longtail_split(
     seed: int = 0,
     n_max: int | None = None,
     val_per_class: int = 0,
+    class_names: list[str] | None = None,
 ) -> LongTailSplit:
     """Draw the LT training subset (LDAM-DRW procedure) and a balanced validation split disjoint from it.
 
@@ -85,27 +86,36 @@ def make_longtail_split(
     last-drawn images), so validation stays balanced and disjoint from training; ``moved_to_val`` records it.
     With ``val_per_class=0`` the subset is exactly the published one. ``rho=1`` without ``n_max`` keeps every
     image in file order (e.g. a dataset exported with ``refcal-zoo dataset export`` is already long-tailed).
+    A class left with no training image is a ``DataError`` naming it (with ``class_names``) and the fix.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0:
         raise DataError("labels must be a non-empty 1-D array")
     if val_per_class < 0:
         raise DataError(f"val_per_class must be >= 0, got {val_per_class}")
+    def name(k: int) -> str:
+        return f"class {k} ('{class_names[k]}')" if class_names is not None and k < len(class_names) else f"class {k}"
+
     class_idx = [np.flatnonzero(labels == k) for k in range(num_classes)]
     sizes = [len(ix) for ix in class_idx]
     if min(sizes) == 0:
         empty = [k for k, s in enumerate(sizes) if s == 0]
-        raise DataError(f"classes {empty} have no training images; cannot build a long-tailed subset")
+        raise DataError(f"classes {empty[:10]} have no training images (first: {name(empty[0])}); cannot build a "
+                        "long-tailed subset: check dataset.label_column and dataset.train_split")
     keep_all = rho == 1 and n_max is None  # rho=1 without n_max: every image, in file order (no subsampling)
     n_max = int(n_max) if n_max is not None else (max(sizes) if keep_all else min(sizes))
     counts = list(sizes) if keep_all else longtail_counts(n_max, num_classes, rho)
     short = [(k, sizes[k], counts[k]) for k in range(num_classes) if sizes[k] < counts[k]]
     if short:
         k, have, need = short[0]
-        raise DataError(f"class {k} has {have} training images but the profile asks for {need}; "
+        raise DataError(f"{name(k)} has {have} training images but the profile asks for {need}; "
                         f"lower dataset.n_max (now {n_max})")
     if any(sizes[k] < val_per_class for k in range(num_classes)):
         raise DataError(f"dataset.val_per_class={val_per_class} exceeds the smallest class ({min(sizes)} images)")
+    empty = [k for k in range(num_classes) if counts[k] < 1]
+    if empty:
+        raise DataError(f"{name(empty[0])} gets 0 training images (n_max={n_max}, rho={rho:g}: n_max / rho < 1); "
+                        f"raise dataset.n_max to at least {int(np.ceil(rho))} or lower dataset.rho")
 
     rs = np.random.RandomState(seed)  # legacy RNG: same stream as np.random.seed(seed) in LDAM-DRW
     train, val, moved = [], [], {}
@@ -120,6 +130,10 @@ def make_longtail_split(
             moved[k] = missing
             take = np.concatenate([take, chosen[len(chosen) - missing:]])
             chosen = chosen[: len(chosen) - missing]
+        if len(chosen) == 0:
+            raise DataError(f"{name(k)} has {sizes[k]} images: after taking {val_per_class} for validation none is "
+                            f"left for training; lower dataset.val_per_class or use a dataset with a validation split "
+                            "(dataset.val_split)")
         train.append(chosen)
         val.append(take)
     return LongTailSplit(

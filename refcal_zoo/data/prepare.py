@@ -61,7 +61,7 @@ def prepare_data(cfg: DatasetConfig) -> PreparedData:
     pool_labels = data.labels[cfg.train_split].numpy()
     split = make_longtail_split(
         pool_labels, k, rho=cfg.rho, seed=cfg.lt_seed, n_max=cfg.n_max,
-        val_per_class=0 if cfg.val_split else cfg.val_per_class,
+        val_per_class=0 if cfg.val_split else cfg.val_per_class, class_names=list(data.class_names),
     )
     train_idx = torch.from_numpy(split.train_indices)
     if cfg.val_split:

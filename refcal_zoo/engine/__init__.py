@@ -4,6 +4,7 @@ from .evaluate import predict_logits
 from .loop import EpochStats, train_one_epoch
 from .optim import build_optimizer, build_scheduler, lr_factor
 from .trainer import RunResult, train
+from .validate import registry_problems, validate_config
 
 __all__ = [
     "EpochStats",
@@ -12,6 +13,8 @@ __all__ = [
     "build_scheduler",
     "lr_factor",
     "predict_logits",
+    "registry_problems",
     "train",
     "train_one_epoch",
+    "validate_config",
 ]

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from .. import __version__
 from ..calibration import fit_temperature
-from ..config import RESUMABLE_CHANGES, Config, config_to_dict, flatten
+from ..config import RESUMABLE_CHANGES, Config, config_to_dict, flatten, is_resumable_change
 from ..data import BatchTransform, PreparedData, TensorImageDataset, indices_sha256, make_loader, prepare_data
 from ..errors import ConfigError, RunFolderError
 from ..fileio import write_json, write_yaml
@@ -48,8 +48,9 @@ from .evaluate import predict_logits
 from .hardware import SpeedChoice, resolve_speed
 from .loop import train_one_epoch
 from .optim import build_optimizer, build_scheduler
-from .run_folder import check_output_dir, finalize_run_dir, staging_dir
+from .run_folder import RunLock, check_output_dir, finalize_run_dir, staging_dir
 from .tracking import JsonlTracker, truncate_log
+from .validate import validate_config
 
 __all__ = ["RunResult", "train"]
 
@@ -62,25 +63,25 @@ class RunResult:
 
 
 def _validate_before_writing(cfg: Config, overwrite: bool) -> None:
-    arch = cfg.model.arch.split(".", 1)[0]
-    if not timm.is_model(arch):
-        create_model(cfg.model.arch)  # raises the ConfigError with close matches
-    for section in ("train", "stage2"):
-        tc = getattr(cfg, section)
-        if tc.epochs < 1 or tc.batch_size < 1:
-            raise ConfigError(f"{section}.epochs and {section}.batch_size must be >= 1")
-        if tc.select not in ("best_nll", "best_accuracy", "last"):
-            raise ConfigError(f"{section}.select must be best_nll, best_accuracy or last (never by ECE), "
-                              f"got '{tc.select}'")
-    if cfg.train.mixed_precision not in (None, "auto", "no", "fp16", "bf16"):
-        raise ConfigError(f"train.mixed_precision must be auto, no, fp16 or bf16, got '{cfg.train.mixed_precision}'")
-    for key in ("channels_last", "compile"):
-        if getattr(cfg.train, key) not in (True, False, "auto"):
-            raise ConfigError(f"train.{key} must be auto, true or false, got '{getattr(cfg.train, key)}'")
-    if cfg.train.grad_accum_steps < 1:
-        raise ConfigError(f"train.grad_accum_steps must be >= 1, got {cfg.train.grad_accum_steps}")
-    if cfg.dataset.rho < 1:
-        raise ConfigError(f"dataset.rho must be >= 1 (n_max / n_min), got {cfg.dataset.rho}")
+    validate_config(cfg)  # every range, choice and registry rule at once, before any data or file
+
+
+def config_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
+    """Flat keys whose value in ``cfg`` differs from the checkpointed ``saved`` config (a nested dict) in a way
+    that forbids resuming. A key absent from ``saved`` (added to the schema since) counts only if its value now
+    differs from its default; budget, logging and post-training keys (``RESUMABLE_CHANGES``) never count."""
+    flat_saved = flatten(saved)
+    now = flatten(config_to_dict(cfg))
+    defaults = flatten(config_to_dict(Config()))
+    differ = []
+    for k in sorted(set(flat_saved) | set(now)):
+        if is_resumable_change(k):
+            continue
+        if k not in flat_saved and k in defaults and now.get(k) == defaults[k]:
+            continue  # a newer key at its default: the checkpointed run behaved exactly so
+        if flat_saved.get(k) != now.get(k):
+            differ.append(k)
+    return differ
 
 
 def _resume_point(cfg: Config, stage_dir: Path) -> tuple[TrainerState, Path]:
@@ -88,14 +89,20 @@ def _resume_point(cfg: Config, stage_dir: Path) -> tuple[TrainerState, Path]:
     found = latest_checkpoint(stage_dir) if stage_dir.is_dir() else None
     if found is None:
         raise RunFolderError(f"nothing to resume: no complete checkpoint in '{stage_dir}'; run without --resume")
-    saved = flatten(yaml.safe_load((stage_dir / "config.yaml").read_text()))
-    now = flatten(config_to_dict(cfg))
-    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    saved = yaml.safe_load((stage_dir / "config.yaml").read_text()) or {}
+    differ = config_differences(saved, cfg)
     if differ:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ)
+        flat_saved, now = flatten(saved), flatten(config_to_dict(cfg))
+        detail = ", ".join(f"{k}: {flat_saved.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}" for k in differ)
+        may = ", ".join(sorted(k + "*" if k.endswith(".") else k for k in RESUMABLE_CHANGES))
         raise ConfigError(f"cannot resume: the configuration differs from the checkpointed run in {detail} "
-                          f"(only budget/logging keys may change: {', '.join(sorted(RESUMABLE_CHANGES))})")
+                          f"(only budget, logging and post-training keys may change: {may})")
     return found
+
+
+def _is_launch_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` / ``accelerate launch`` group (or a plain process), known before Accelerate starts."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _check_unfinished(stage_dir: Path, overwrite: bool) -> None:
@@ -147,11 +154,25 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
     ``resume=True`` continues the unfinished run of the same configuration from its newest complete checkpoint;
     the result is bit-identical to an uninterrupted run on the same hardware.
     """
+    _validate_before_writing(cfg, overwrite)
+    lock = RunLock(cfg.run_dir) if _is_launch_main_process() else None  # one owner from start to final rename
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(cfg, overwrite, resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: Config, overwrite: bool, resume: bool) -> RunResult:
     run_dir = cfg.run_dir
     stage_dir = staging_dir(run_dir)
-    _validate_before_writing(cfg, overwrite)
     if resume:
         state, ckpt = _resume_point(cfg, stage_dir)
+        if not overwrite and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise RunFolderError(f"output folder '{run_dir}' holds another run that the resumed run would replace; "
+                                 "pass --overwrite with --resume to replace it, or move it away")
     else:
         check_output_dir(run_dir, overwrite)
         _check_unfinished(stage_dir, overwrite)
@@ -306,7 +327,7 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
                 "fitted_on": "validation", "n": len(val_labels)})
         shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the run is complete: resumption state goes
         write_json(stage_dir / "metrics.json", _json_ready(metrics))  # written last: marks the run as finished
-        finalize_run_dir(stage_dir, run_dir)
+        finalize_run_dir(stage_dir, run_dir, overwrite=overwrite)
         _print_table(accelerator, cfg, metrics, run_dir, temperature)
     accelerator.wait_for_everyone()
     accelerator.end_training()

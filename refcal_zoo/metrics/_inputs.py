@@ -7,7 +7,11 @@ fails loudly with a ``ValueError`` that names the problem instead of producing a
 
 Logits or probabilities? ``inputs="auto"`` treats the matrix as probabilities only if every entry lies in
 ``[0, 1]`` and every row sums to 1 within ``1e-4``; otherwise it is treated as logits and soft-maxed in
-float64. Callers who know what they pass (recommended) force it with ``inputs="logits"`` or ``"probs"``.
+float64. A matrix that looks like probabilities but is not normalised (every entry in ``[0, 1]``, rows not
+summing to 1) is ambiguous: it is still treated as logits, with a ``UserWarning`` that says so and how to
+choose. ``inputs="probs"`` refuses (``ValueError``) values outside ``[0, 1]`` and rows that sum to 1 only
+within more than ``1e-2``, and warns between ``1e-3`` and ``1e-2``. Callers who know what they pass
+(recommended) force it with ``inputs="logits"`` or ``"probs"``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ InputKind = Literal["auto", "logits", "probs"]
 
 #: Row-sum tolerance used by ``inputs="auto"`` to recognise probability matrices.
 AUTO_PROBS_ROW_SUM_ATOL = 1e-4
+#: Largest row-sum error ``inputs="probs"`` accepts (with a warning above 1e-3); beyond it a ValueError.
+PROBS_ROW_SUM_MAX_ERR = 1e-2
 #: Probabilities are clipped to ``[PROB_EPS, 1]`` before ``log`` when NLL is computed from probabilities
 #: (same floor as ``sklearn.metrics.log_loss``: float64 machine epsilon).
 PROB_EPS = float(np.finfo(np.float64).eps)
@@ -84,15 +90,16 @@ def resolve_input_kind(x: np.ndarray, inputs: str) -> Literal["logits", "probs"]
     if inputs == "auto":
         if _looks_like_probs(x):
             return "probs"
-        if x.min() >= 0.0 and x.max() <= 1.0:
+        if x.min() >= 0.0 and x.max() <= 1.0:  # looks like probabilities, but the rows are not normalised
             row_err = float(np.max(np.abs(x.sum(axis=1, dtype=np.float64) - 1.0)))
-            if row_err <= 1e-2:  # e.g. float16 probabilities: almost certainly not logits
-                warnings.warn(
-                    f"inputs='auto' treats this matrix as logits: its rows sum to 1 only within "
-                    f"{row_err:.2g} (> {AUTO_PROBS_ROW_SUM_ATOL}); pass inputs='probs' for probabilities",
-                    UserWarning,
-                    stacklevel=4,
-                )
+            what = "e.g. float16 probabilities" if row_err <= 1e-2 else "unnormalised probabilities?"
+            warnings.warn(
+                f"inputs='auto' treats this matrix as logits (softmax applied): every entry lies in [0, 1] but "
+                f"the rows sum to 1 only within {row_err:.2g} (> {AUTO_PROBS_ROW_SUM_ATOL}; {what}); pass "
+                "inputs='probs' for (normalised) probabilities or inputs='logits' to silence this",
+                UserWarning,
+                stacklevel=4,
+            )
         return "logits"
     return inputs  # type: ignore[return-value]
 
@@ -208,8 +215,9 @@ def prepare(logits_or_probs: Any, labels: Any, inputs: InputKind | str = "auto")
     From logits: ``p = exp(z - max) / sum exp(z - max)`` and ``log p(y) = (z_y - max) - log(sum ...)``
     (a float64 log-softmax, never ``log(softmax)``). From probabilities: ``log(clip(p_y, eps, 1))``.
     Raises ``ValueError`` for non-numeric, empty, non-2-D, single-column, non-finite inputs, labels outside
-    ``[0, K)`` or of the wrong length, and (with ``inputs="probs"``) values outside ``[0, 1]``.
-    Every metric accepts the returned object in place of ``logits_or_probs`` (computed once, reused).
+    ``[0, K)`` or of the wrong length, and (with ``inputs="probs"``) values outside ``[0, 1]`` or rows that do
+    not sum to 1 within ``PROBS_ROW_SUM_MAX_ERR``. Every metric accepts the returned object in place of
+    ``logits_or_probs`` (computed once, reused).
     """
     if isinstance(logits_or_probs, Prepared):  # already prepared: reuse (labels must agree if given)
         if labels is not None and not np.array_equal(
@@ -229,6 +237,11 @@ def prepare(logits_or_probs: Any, labels: Any, inputs: InputKind | str = "auto")
                 "pass logits with inputs='logits' or 'auto'"
             )
         row_err = float(np.max(np.abs(x.sum(axis=1, dtype=np.float64) - 1.0)))
+        if row_err > PROBS_ROW_SUM_MAX_ERR:
+            raise ValueError(
+                f"inputs='probs' but the rows sum to 1 only within {row_err:.3g} (> {PROBS_ROW_SUM_MAX_ERR}): "
+                "these are not probabilities; normalise the rows or pass logits with inputs='logits'"
+            )
         if row_err > 1e-3:
             warnings.warn(
                 f"inputs='probs' but rows sum to 1 only within {row_err:.3g}; "

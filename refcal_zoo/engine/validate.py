@@ -1,0 +1,70 @@
+"""The whole-configuration check that runs before any data is prepared or any file is written.
+
+``refcal_zoo.config`` checks types, choices and ranges on its own (it is the lowest layer); the rules that need
+the registries live here, above it: the model architecture (timm), the loss and its arguments (the loss
+registry), the method's stages (``build_stages`` dry run) and the experiment trackers (Accelerate). Every
+problem is reported at once, in one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from ..config import AUGMENT_CHOICES, Config, config_problems, raise_problems
+from ..errors import ConfigError
+
+__all__ = ["registry_problems", "validate_config"]
+
+
+def _tracker_problems(names: list[str]) -> list[str]:
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    installed = {str(getattr(t, "value", t)) for t in get_available_trackers()}
+    out = []
+    for name in names:
+        if name == "all":
+            continue
+        if name not in LOGGER_TYPE_TO_CLASS:
+            close = difflib.get_close_matches(name, list(LOGGER_TYPE_TO_CLASS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            out.append(f"train.log_with: unknown tracker '{name}' (choose from "
+                       f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}){hint}")
+        elif name not in installed:
+            out.append(f"train.log_with: tracker '{name}' is not installed; pip install {name} or remove it")
+    return out
+
+
+def registry_problems(cfg: Config) -> list[str]:
+    """The problems only the registries can see: architecture, loss name and arguments, method (when its own
+    ranges are fine, so nothing is reported twice), trackers."""
+    import timm
+
+    from ..data.augment import AUGMENTATIONS
+    from ..methods import build_stages
+
+    out: list[str] = []
+    arch = cfg.model.arch
+    if ":" not in arch and not timm.is_model(arch.split(".", 1)[0]):
+        from ..models import create_model
+
+        try:
+            create_model(arch)  # raises the ConfigError with close matches
+        except ConfigError as exc:
+            out.append(str(exc))
+    if not any(p.startswith("method.") for p in config_problems(cfg)):
+        try:
+            build_stages(cfg, num_train=1)  # the loss (name, arguments) and the method's own checks, no training
+        except ValueError as exc:  # ConfigError, or a loss constructor refusing an argument's value
+            out.append(str(exc) if isinstance(exc, ConfigError) else f"method.base_loss / method.loss_args: {exc}")
+    missing = set(AUGMENT_CHOICES) ^ set(AUGMENTATIONS)
+    if missing:  # the config's Literal and the data package disagree: a programming error, said plainly
+        out.append(f"augmentation names out of step between config and data: {sorted(missing)}")
+    out += _tracker_problems(cfg.train.log_with)
+    return out
+
+
+def validate_config(cfg: Config) -> None:
+    """Raise one ``ConfigError`` listing every problem of ``cfg`` (ranges, choices, registries); else return.
+
+    Reads nothing from disk and writes nothing: run it before preparing data (``train`` does)."""
+    raise_problems(list(dict.fromkeys(config_problems(cfg) + registry_problems(cfg))))  # once each
