@@ -114,8 +114,8 @@ def _sync(device: torch.device) -> None:
 def _concurrent(args: argparse.Namespace) -> dict:
     """Run ``--processes`` copies of the loop measurement at once and sum their images/s."""
     cmd = [sys.executable, __file__, "--only-loop", "--steps", str(args.steps), "--repeats", str(args.repeats),
-           "--batch-size", str(args.batch_size), "--arch", args.arch] + (["--dataset", args.dataset]
-                                                                          if args.dataset else [])
+           "--batch-size", str(args.batch_size), "--arch", args.arch]
+    cmd += ["--dataset", args.dataset] if args.dataset else []
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
     each = [json.loads(p.communicate()[0].strip().splitlines()[-1])["loop_img_per_s"] for p in procs]
     return {"processes": args.processes, "loop_img_per_s_each": each, "loop_img_per_s_sum": round(sum(each), 1)}

@@ -3,7 +3,7 @@
 
     python benchmarks/build_zoo.py --suite cifar10lt-full                 # this CPU: the four ResNet-32 entries
     python benchmarks/build_zoo.py --suite cifar10lt-full-gpu --parallel 6   # one GPU: full recipes, seeds 0-2
-    python benchmarks/build_zoo.py --suite cifar100lt-full --parallel 4      # Hub access + a GPU: every CIFAR-100-LT entry
+    python benchmarks/build_zoo.py --suite cifar100lt-full --parallel 4    # Hub + a GPU: every CIFAR-100-LT entry
     python benchmarks/build_zoo.py --suite cifar10lt-full --list          # the queue and what is finished
 
 Each (entry, seed) cell is an ordinary recipe run (``recipes/train.py`` in a subprocess, the same machinery as
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor

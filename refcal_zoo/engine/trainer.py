@@ -217,7 +217,8 @@ def _train(cfg: Config, overwrite: bool, resume: bool) -> RunResult:
         f" / val {len(data.val_labels)} / test {len(data.test_labels)} images, {data.num_classes} classes | "
         f"method {cfg.method.name} ({cfg.method.base_loss}): {plan} | device {accelerator.device}"
         f" x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
-        f"{', channels-last' if speed.channels_last else ''}{', compiled' if speed.compile else ''}" + (f" | resuming from {ckpt.name}" if ckpt else "")
+        f"{', channels-last' if speed.channels_last else ''}{', compiled' if speed.compile else ''}"
+        + (f" | resuming from {ckpt.name}" if ckpt else "")
     )
 
     select = cfg.train.select
