@@ -124,7 +124,7 @@ def _concurrent(args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="resnet32_cifar")
-    ap.add_argument("--dataset", default=None, help="dataset path or 'synthetic' (default: ../shared/datasets/cifar10 if present)")
+    ap.add_argument("--dataset", default=None, help="path, or 'synthetic' (default: ../shared copy)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20, help="optimiser steps per measurement")
     ap.add_argument("--repeats", type=int, default=3)
