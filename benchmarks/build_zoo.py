@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--entries", nargs="*", default=None, help="only these entries (zoo names)")
     ap.add_argument("--seeds", type=int, nargs="*", default=None)
     ap.add_argument("--data", default=None, help="dataset path or Hub id (default: ../shared copy / the Hub)")
-    ap.add_argument("--root", default=None, help="where runs and results go (default benchmarks/results/<suite>)")
+    ap.add_argument("--root", default=None, help="where the runs go (default: the results folder); keep long "
+                    "builds outside the checkout, e.g. --root ~/zoo_build/<suite>")
+    ap.add_argument("--results", default=None, help="results.csv/.md folder (default benchmarks/results/<suite>)")
     ap.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra overrides for every cell (e.g. a smoke budget); published entries record them")
     ap.add_argument("--parallel", type=int, default=1, help="cells trained at once (default 1)")
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"(entries: {', '.join(e.name for e in build.entries)})")
     seeds = args.seeds if args.seeds is not None else list(build.seeds)
     suite = as_compare_suite(build)
-    out = Path(args.root) if args.root else REPO / "benchmarks" / "results" / build.name
+    results = Path(args.results) if args.results else REPO / "benchmarks" / "results" / build.name
+    out = Path(args.root).expanduser() if args.root else results
     queue = [(cell, seed) for seed in seeds for cell in suite.cells if args.entries is None
              or cell.method in args.entries]  # seed-major: every entry gets its first seed first
     if args.list:
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'done' if done else 'partial' if partial else 'queued':8} {cell.method} seed {seed}")
         return 0
 
-    rows = {(r["method"], int(r["seed"])): r for r in compare.read_results(out)}
+    rows = {(r["method"], int(r["seed"])): r for r in compare.read_results(results)}
     lock = threading.Lock()
     launcher = args.launcher.split() if args.launcher else [sys.executable]
     paths = {"index": args.index, "cards": args.cards, "publish_dir": args.publish_dir}
@@ -192,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             if row is None:
                 failed.append(f"{cell.method} seed {seed}")
                 return
+            row["run_dir"] = f"runs/{cell.method}-s{seed}"  # relative to --root: no machine paths in the CSV
             rows[(cell.method, seed)] = row
-            compare.record_results(out, suite, rows)
+            compare.record_results(results, suite, rows)
             if not args.no_publish:
                 publish(build, next(e for e in entries if e.name == cell.method), out / "runs", **paths)
 
