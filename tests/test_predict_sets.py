@@ -213,3 +213,24 @@ def test_save_pretrained_and_embedding_carry_val_predictions(published, tmp_path
     with pytest.raises(IntegrityError, match="pins"):
         refcal_zoo.load(ZOO_NAME)
     shutil.rmtree(shipped)
+
+
+
+def test_hub_downloads_bring_val_predictions(published, hf_env, tmp_path, monkeypatch, test_split):
+    """``hf-hub:`` loading downloads val_predictions.npz with the weights (a fake Hub serves the published files
+    one by one into an empty snapshot, so only requested files arrive)."""
+    import refcal_zoo.hub.loading as loading
+
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+
+    def fake_download(*, repo_id, filename, **kw):
+        shutil.copy2(published / filename, snapshot / filename)
+        return str(snapshot / filename)
+
+    monkeypatch.setattr(loading, "hf_hub_download", fake_download)
+    images, _ = test_split
+    model = refcal_zoo.load("hf-hub:my-org/my-model")  # no zoo index pin for this repo
+    assert model.zoo_info["source"] == "hf-hub" and (snapshot / "val_predictions.npz").is_file()
+    want = refcal_zoo.load(published).predict_set(images, alpha=0.05)
+    assert torch.equal(model.predict_set(images, alpha=0.05), want)
