@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..record import DatasetRecord, MethodRecord, RecordError, RunRecord, read_record
 from .errors import PublishError
 
-__all__ = ["CARD_METRICS", "FolderRecord", "build_model_card", "card_metrics", "read_folder"]
+__all__ = ["CARD_METRICS", "CONFORMAL_ALPHAS", "PREDICTION_SETS", "FolderRecord", "build_model_card", "card_metrics",
+           "prediction_set_summary", "read_folder"]
 
 #: Metrics reported in the model-index, raw and after temperature scaling.
 CARD_METRICS = ("accuracy", "auroc_misclassification", "auroc_ovo", "ece", "sce", "ace", "smece", "nll", "brier",
@@ -46,6 +48,10 @@ DATASET_NAMES = {"uoft-cs/cifar10": "CIFAR-10", "uoft-cs/cifar100": "CIFAR-100",
 _HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PAPER = "Hebbalaguppe et al., Enhancing Deep Neural Network Reliability with Refinement and Calibration (2026)"
 PAPER_URL = "https://arxiv.org/abs/2605.23249"
+#: The published prediction-set summary (computed from a run's validation and test logits at publish time).
+PREDICTION_SETS = "prediction_sets.json"
+#: Miscoverage levels of the card's prediction-set table.
+CONFORMAL_ALPHAS = (0.1, 0.05)
 
 
 def _n_bins() -> int:
@@ -111,6 +117,60 @@ def read_folder(folder: str | Path) -> FolderRecord:
         raise PublishError(f"'{folder / 'config.json'}': {exc}") from None
     return FolderRecord(folder, config, record, _json(folder / "metrics.json"), train_config, lt,
                         _json(folder / "temperature.json"), log)
+
+
+# ------------------------------------------------------------------------------------------- prediction sets
+
+
+def _train_counts(rec: FolderRecord) -> list[int] | None:
+    ds = rec.record.dataset if rec.record else None
+    return (ds.train_counts if ds else None) or (rec.lt or {}).get("train_counts")
+
+
+def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return np.asarray(f["logits"]), np.asarray(f["labels"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise PublishError(f"'{path}' is not a predictions file with 'logits' and 'labels' ({exc}); rerun the "
+                           "training that wrote it") from None
+
+
+def _finite_or_none(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def prediction_set_summary(rec: FolderRecord) -> dict[str, Any] | None:
+    """Split-conformal coverage of a run folder, or ``None`` without both ``val_predictions.npz`` and
+    ``test_predictions.npz``: thresholds fitted on the validation logits / T, measured on the test logits / T
+    (:func:`refcal_zoo.calibration.conformal_report`, score ``thr``), marginal and class-conditional, at each of
+    :data:`CONFORMAL_ALPHAS`. JSON-ready (non-finite values are ``None``)."""
+    from ..calibration import conformal_report
+
+    val, test = rec.folder / "val_predictions.npz", rec.folder / "test_predictions.npz"
+    if not (val.is_file() and test.is_file()):
+        return None
+    val_z, val_y = _read_predictions(val)
+    test_z, test_y = _read_predictions(test)
+    t = rec.record.temperature if rec.record is not None and rec.record.temperature else 1.0
+    val_z, test_z = val_z.astype(np.float64) / t, test_z.astype(np.float64) / t
+    counts = _train_counts(rec)
+    reports = []
+    for alpha in CONFORMAL_ALPHAS:
+        for classwise in (False, True):
+            r = conformal_report(val_z, val_y, test_z, test_y, alpha, counts, score="thr", classwise=classwise)
+            reports.append({"classwise": classwise, **{k: _finite_or_none(v) for k, v in r.items()}})
+    return {"score": "thr", "temperature": float(t), "calibrated_on": "validation", "evaluated_on": "test",
+            "n_cal": int(len(val_y)), "n": int(len(test_y)), "reports": reports}
+
+
+def _prediction_sets(rec: FolderRecord) -> dict[str, Any] | None:
+    """A folder's prediction-set summary: computed from its logits when it has both files, else the published one."""
+    summary = prediction_set_summary(rec)
+    if summary is not None:
+        return summary
+    published = _json(rec.folder / PREDICTION_SETS)
+    return published if isinstance(published, dict) and published.get("reports") else None
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -298,7 +358,19 @@ whose true class is in the group).
 |---|---|---|---|---|---|---|---|
 {% for g in groups %}| {{ g | join(" | ") }} |
 {% endfor %}{% endif %}
-## Temperature
+{% if sets %}## Prediction sets (split conformal)
+
+`model.predict_set(images, alpha)` returns, for each image, a set of labels that contains the true one with
+probability at least 1 - alpha (for images drawn like the validation split); the thresholds were fitted on the
+validation split ({{ sets.n_cal }} images, logits / T, score `thr`), the table is measured on the test split
+({{ sets.n }} images). Marginal: one threshold for all classes; class-conditional: one per class, so the
+guarantee holds for each class (a class with fewer than 1/alpha - 1 validation images is in every set).
+
+| alpha | thresholds | coverage | mean set size | worst-class coverage | few-shot coverage |
+|---|---|---|---|---|---|
+{% for row in set_rows %}| {{ row | join(" | ") }} |
+{% endfor %}
+{% endif %}## Temperature
 
 {{ temperature_line }}
 
@@ -446,7 +518,7 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
         if key in metrics:
             full_table.append((key, _num(metrics.get(key)), _num(metrics.get(f"ts/{key}")), definition))
 
-    train_counts = (ds.train_counts if ds else None) or (rec.lt or {}).get("train_counts")
+    train_counts = _train_counts(rec)
     training_lines = _budget_lines(rec, train_counts)
     if budget is not None and budget.train_seconds is not None:
         on = f" on {budget.device}" if budget.device else ""
@@ -505,6 +577,10 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
                             "images). `refcal_zoo.load` divides the logits by T; the weights are unchanged.")
     else:
         temperature_line = "No temperature was fitted for this run (T = 1)."
+    sets = _prediction_sets(rec)
+    set_rows = [(f"{r.get('alpha'):g}", "class-conditional" if r.get("classwise") else "marginal",
+                 _num(r.get("coverage")), _num(r.get("set_size"), 3), _num(r.get("min_class_coverage")),
+                 _num(r.get("few/coverage"))) for r in (sets or {}).get("reports", [])]
     mean = [round(float(v), 4) for v in pcfg.get("mean", [])]
     std = [round(float(v), 4) for v in pcfg.get("std", [])]
     params = _param_count(rec.folder)
@@ -544,6 +620,8 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
         figures=figures,
         groups=groups,
         temperature_line=temperature_line,
+        sets=sets,
+        set_rows=set_rows,
         seed=(budget.seed if budget else None) or t.get("seed"),
         toy=_dataset_base(ds.id if ds else None) == "digits",
         paper=PAPER,

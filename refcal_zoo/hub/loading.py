@@ -46,7 +46,8 @@ __all__ = ["LoadedFolder", "Resolved", "download", "load_folder", "predict_logit
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-OPTIONAL_FILES = ("metrics.json", "lt_indices.json")
+# val_predictions.npz: what ZooModel.predict_set / predict(max_risk) fit on; prediction_sets.json: its card table
+OPTIONAL_FILES = ("metrics.json", "lt_indices.json", "val_predictions.npz", "prediction_sets.json")
 _REPO_LIKE = re.compile(r"^[^/\\]+/[^/\\]+$")
 
 

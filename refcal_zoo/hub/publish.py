@@ -23,12 +23,12 @@ from .. import __version__
 from ..fileio import atomic_copy, replace_folder, sha256_file, staging_folder, write_json, write_text, write_yaml
 from ..models.export import export_timm_folder
 from ..record import RECORD_KEY, V1_KEY, RunRecord, dataset_identity
-from .card import build_model_card
+from .card import PREDICTION_SETS, build_model_card, prediction_set_summary, read_folder
 from .checks import check_model_name, check_repo_id, check_safetensors, check_user_path
 from .errors import PublishError
 from .loading import folder_record
 
-__all__ = ["PUBLISHED_FILES", "migrate_folder", "publish_run", "push_folder", "save_model_folder"]
+__all__ = ["PUBLISHED_FILES", "VAL_PREDICTIONS", "migrate_folder", "publish_run", "push_folder", "save_model_folder"]
 
 #: published file name <- candidate source names (a run folder's, or an earlier published folder's)
 PUBLISHED_FILES = {
@@ -41,6 +41,8 @@ PUBLISHED_FILES = {
     "train_log.jsonl": ("log.jsonl", "train_log.jsonl"),
 }
 _REQUIRED_RUN_FILES = ("config.json", "model.safetensors", "metrics.json")
+#: The validation logits and labels that ``ZooModel.predict_set`` / ``predict(max_risk=...)`` are fitted on.
+VAL_PREDICTIONS = "val_predictions.npz"
 
 
 def _is_publish_folder(folder: Path) -> bool:
@@ -56,6 +58,18 @@ def _check_target(folder: Path, run_dir: Path | None) -> None:
     if folder.is_dir() and any(folder.iterdir()) and not _is_publish_folder(folder):
         raise PublishError(f"'{folder}' is not empty and is not a published folder; choose an empty or new folder "
                            "(a published folder is replaced as a whole)")
+
+
+def _carry_predictions(source: Path, stage: Path) -> None:
+    """Copy ``val_predictions.npz`` and write the prediction-set summary of the card (``prediction_sets.json``):
+    computed from ``source``'s validation and test logits when it has both (a run folder), else copied."""
+    if (source / VAL_PREDICTIONS).is_file():
+        atomic_copy(source / VAL_PREDICTIONS, stage / VAL_PREDICTIONS)
+    summary = prediction_set_summary(read_folder(source))
+    if summary is not None:
+        write_json(stage / PREDICTION_SETS, summary)
+    elif (source / PREDICTION_SETS).is_file():
+        atomic_copy(source / PREDICTION_SETS, stage / PREDICTION_SETS)
 
 
 # ------------------------------------------------------------------------------------------ path-free artefacts
@@ -133,7 +147,9 @@ def publish_run(
 
     Copies the weights, ``config.json`` (its run record completed with the weights' sha256), ``metrics.json``,
     ``temperature.json``, reliability diagrams, ``train_config.yaml``, ``train_log.jsonl`` and
-    ``lt_indices.json`` (machine paths replaced by the dataset's identity). ``name`` renames the record (a suite
+    ``lt_indices.json`` (machine paths replaced by the dataset's identity), ``val_predictions.npz`` (what
+    ``ZooModel.predict_set`` is fitted on) and ``prediction_sets.json`` (the card's split-conformal table, from the
+    run's validation and test logits). ``name`` renames the record (a suite
     cell published under its zoo name). ``zoo_name`` / ``timm_tag`` / ``repo_id`` only add the card's usage lines
     that work once the entry is in the zoo index / the repo has been pushed. Returns the folder.
     """
@@ -161,6 +177,7 @@ def publish_run(
             src = next((run / s for s in sources if (run / s).is_file()), None)
             if src is not None:
                 atomic_copy(src, stage / dst)
+        _carry_predictions(run, stage)
         _finish(stage, record, name)
 
     return _build(folder, fill, run_dir=run, zoo_name=zoo_name, timm_tag=timm_tag, repo_id=repo_id)
@@ -175,8 +192,13 @@ def save_model_folder(
     zoo_name: str | None = None,
     timm_tag: str | None = None,
     repo_id: str | None = None,
+    source: str | Path | None = None,
 ) -> Path:
-    """Write a timm model (+ its run record and metrics, if any) as a Hub-repo folder with a card."""
+    """Write a timm model (+ its run record and metrics, if any) as a Hub-repo folder with a card.
+
+    ``source``: the folder the model was loaded from; its ``val_predictions.npz`` and prediction-set summary are
+    carried over (they describe the same weights).
+    """
     folder = check_user_path(folder)
     cfg = getattr(model, "pretrained_cfg", None)
     if not isinstance(model, nn.Module) or not isinstance(cfg, dict) or not cfg.get("architecture"):
@@ -191,6 +213,8 @@ def save_model_folder(
         export_timm_folder(model, stage, label_names=list(labels), record=record)
         if metrics:
             write_json(stage / "metrics.json", metrics)
+        if source is not None and Path(source).is_dir():
+            _carry_predictions(Path(source), stage)
         _finish(stage, record, None)
 
     return _build(folder, fill, zoo_name=zoo_name, timm_tag=timm_tag, repo_id=repo_id)

@@ -20,13 +20,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..calibration import ConformalPredictor, selective_predict, selective_threshold
 from ..hub.checks import check_model_name
 from ..hub.errors import IntegrityError, NotAvailableError, ResolveError
-from ..hub.loading import Resolved, download, load_folder, predict_proba, resolve_folder, resolve_hub_id
-from ..hub.publish import push_folder, save_model_folder
+from ..hub.loading import Resolved, download, load_folder, predict_logits, predict_proba, resolve_folder, resolve_hub_id
+from ..hub.publish import VAL_PREDICTIONS, push_folder, save_model_folder
 from ..record import RunRecord
 from .index import DEFAULT_ORG, ZooEntry, get_entry, load_index, weights_dir, zoo_org
 
@@ -120,6 +122,8 @@ class ZooModel(nn.Module):
         self.calibrated = bool(calibrated)
         self.record = record
         self.zoo_info: dict[str, Any] = dict(zoo_info or {})
+        self._val: tuple[np.ndarray, np.ndarray] | None = None  # validation logits / labels, read once
+        self._fitted: dict[tuple, Any] = {}  # (kind, settings, T) -> fitted ConformalPredictor or threshold
 
     # ------------------------------------------------------------------------------------- Hub conventions
 
@@ -179,9 +183,11 @@ class ZooModel(nn.Module):
 
         ``repo_id`` only adds the card's ``hf-hub:`` line: give it for a folder you are about to push.
         """
+        folder = self.zoo_info.get("folder")
         return save_model_folder(self.model, Path(save_directory), record=self.record,
                                  metrics=self.zoo_info.get("metrics") or None, zoo_name=self.zoo_info.get("zoo_name"),
-                                 timm_tag=self.zoo_info.get("timm_tag"), repo_id=repo_id)
+                                 timm_tag=self.zoo_info.get("timm_tag"), repo_id=repo_id,
+                                 source=Path(folder) if folder else None)
 
     def push_to_hub(
         self,
@@ -233,6 +239,73 @@ class ZooModel(nn.Module):
     def predict_proba(self, images: Any, *, batch_size: int = 256) -> torch.Tensor:
         """Class probabilities (CPU float32 ``[N, K]``) of images; see :func:`refcal_zoo.hub.predict_proba`."""
         return predict_proba(self, images, batch_size=batch_size)
+
+    @torch.no_grad()
+    def predict_set(self, images: Any, alpha: float = 0.1, score: str = "thr", classwise: bool = False, *,
+                    batch_size: int = 256) -> torch.Tensor:
+        """Split-conformal label sets: a bool ``[N, K]`` mask, ``True`` where a label is in the image's set.
+
+        Fitted on the model folder's validation logits / T (``val_predictions.npz``; never test), so that for
+        images drawn like the validation split the set holds the true label with probability ``>= 1 - alpha``;
+        ``classwise=True`` gives that for every class. ``score``: ``"thr"``, ``"aps"`` or ``"raps"`` (see
+        :class:`refcal_zoo.calibration.ConformalPredictor`). The fit is cached per (alpha, score, classwise).
+        """
+        cp = ConformalPredictor(alpha, score=score, classwise=classwise)  # checks alpha and score first
+        t = float(self.temperature)
+        key = ("set", cp.alpha, score, cp.classwise, t)
+        if key not in self._fitted:
+            val_z, val_y = self._validation_predictions()
+            self._fitted[key] = cp.fit(val_z / t, val_y)
+        z = predict_logits(self.model, images, batch_size=batch_size).double() / t
+        return torch.from_numpy(self._fitted[key].predict_sets(z.numpy()))
+
+    @torch.no_grad()
+    def predict(self, images: Any, max_risk: float | None = None, *, batch_size: int = 256) -> torch.Tensor:
+        """Predicted classes (int64 ``[N]``); with ``max_risk``, ``-1`` (abstain) where the confidence is too low.
+
+        The threshold is :func:`refcal_zoo.calibration.selective_threshold` on the folder's validation logits / T
+        (``val_predictions.npz``): the lowest max-softmax confidence at which the answered *validation* images
+        have an error rate ``<= max_risk``. The guarantee is empirical - met on the validation split, only
+        approximately on new data (no high-probability bound is applied).
+        """
+        if max_risk is None:
+            return predict_logits(self.model, images, batch_size=batch_size).argmax(dim=1)
+        if isinstance(max_risk, bool) or not isinstance(max_risk, (int, float)):
+            raise ValueError(f"max_risk must be None or a number in [0, 1), e.g. 0.05; got {max_risk!r}")
+        key = ("risk", float(max_risk), float(self.temperature))
+        if key not in self._fitted:
+            val_z, val_y = self._validation_predictions()
+            self._fitted[key] = selective_threshold(val_z / key[2], val_y, max_risk)  # also checks max_risk
+        z = predict_logits(self.model, images, batch_size=batch_size).double() / key[2]
+        return torch.from_numpy(selective_predict(z.numpy(), self._fitted[key]))
+
+    def _validation_predictions(self) -> tuple[np.ndarray, np.ndarray]:
+        """The raw validation logits (float64 ``[n, K]``) and labels of the folder the model was loaded from."""
+        if self._val is not None:
+            return self._val
+        folder = self.zoo_info.get("folder")
+        how = ("retrain it (or a newer refcal_zoo run of it) and re-publish, e.g. `refcal-zoo publish RUN_DIR --to "
+               "FOLDER`, which copies it")
+        if not folder:
+            raise NotAvailableError(f"this model was not loaded from a folder, so it has no {VAL_PREDICTIONS} "
+                                    "(validation logits) to fit prediction sets or abstention on; load a run or "
+                                    "published folder with refcal_zoo.load")
+        path = Path(folder) / VAL_PREDICTIONS
+        if not path.is_file():
+            raise NotAvailableError(f"'{path}' does not exist: this model folder predates validation logits, which "
+                                    f"predict_set / predict(max_risk=...) are fitted on; {how}")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                z, y = np.asarray(f["logits"]), np.asarray(f["labels"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise IntegrityError(f"'{path}' is not a predictions file with 'logits' and 'labels' ({exc}); {how}"
+                                 ) from None
+        if z.ndim != 2 or z.shape[1] != self.num_classes or y.shape != (z.shape[0],) or y.dtype.kind not in "iu":
+            raise IntegrityError(f"'{path}' holds logits {list(z.shape)} and labels {list(y.shape)} ({y.dtype}), not "
+                                 f"[n, {self.num_classes}] and [n] integers for this {self.num_classes}-class model; "
+                                 f"{how}")
+        self._val = (z.astype(np.float64), y.astype(np.int64))
+        return self._val
 
     def extra_repr(self) -> str:
         return f"temperature={float(self.temperature):.4f}, calibrated={self.calibrated}"

@@ -31,7 +31,8 @@ HEADER = ("# refcal_zoo model index (format 1). One entry per zoo model, named <
           "# Edited by `refcal-zoo zoo register PUBLISHED_FOLDER` (refcal_zoo/zoo/update_index.py); see "
           "refcal_zoo/zoo/README.md.\n")
 EMBED_FILES = ("config.json", "model.safetensors", "README.md", "metrics.json", "temperature.json", "reliability.png",
-               "reliability_ts.png", "train_config.yaml", "lt_indices.json", "train_log.jsonl")
+               "reliability_ts.png", "train_config.yaml", "lt_indices.json", "train_log.jsonl", "val_predictions.npz",
+               "prediction_sets.json")
 _MAX_EMBED_BYTES = 20_000_000
 KNOWN_DATASETS = {"uoft-cs/cifar10": ("CIFAR-10-LT", 10), "uoft-cs/cifar100": ("CIFAR-100-LT", 100),
                   "digits": ("digits-LT", 10), "sklearn:digits": ("digits-LT", 10)}
