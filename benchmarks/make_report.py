@@ -50,7 +50,7 @@ def suite_section(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- comparisons
-REFCAL_VARIANTS = ("refcal_joint", "refcal", "refcal_joint_la")
+REFCAL_VARIANTS = ("refcal_joint", "refcal", "refcal_supcon200", "refcal_joint_la")
 BASELINES = ("ce", "crl", "ldam_drw", "logit_adjusted", "balanced_softmax", "mislas")  # calibration + long-tail
 # (key, +1 if higher is better else -1, label)
 COMPARED = (("accuracy", 1, "accuracy"), ("auroc_misclassification", 1, "failure AUROC"),
@@ -199,6 +199,70 @@ def paper_section() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- full-budget zoo build
+BUILD_SUITES = ("cifar10lt-full", "cifar10lt-full-gpu", "cifar100lt-full")
+SHOT_KEYS = ("accuracy", "auroc_misclassification", "ece", "ts/ece")
+# Published reference points (fractions): MiSLAS (Zhong et al., CVPR 2021, Table 3/4: ResNet-32, CIFAR-10-LT rho 10,
+# PNG originals) and plain CE at LDAM-DRW's budget (Cao et al., NeurIPS 2019, Table 2); see
+# ../shared/reference/longtail_conformal_speed.md.
+LITERATURE_CIFAR10LT = (("MiSLAS (ResNet-32, 200 + 10 epochs)", 0.900, 0.0120),
+                        ("CE, LDAM-DRW schedule (ResNet-32, 200 epochs)", 0.864, None))
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("build_zoo", REPO / "benchmarks" / "build_zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_zoo"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _short_method(entry: str) -> str:
+    """``resnet32-cifar10lt-refcal_joint`` -> ``refcal_joint``: the ResNet-32 entries are compared by method; the
+    other backbones keep their full names (they are listed, not compared)."""
+    return entry.rsplit("-", 1)[-1] if entry.startswith("resnet32-") else entry
+
+
+def fullbudget_section(name: str) -> str:
+    """The verdict at the recipes' budgets: RefCal (both variants) vs CE vs CRL, overall and per shot group."""
+    build = _build_module().get_build_suite(name, "DATA")
+    rows = compare.read_results(RESULTS / name)
+    head = (f"## `{name}` (zoo build at full budget)\n\n{build.description}.\n\n"
+            f"Command: `python benchmarks/build_zoo.py --suite {name}`.\n\n")
+    if not rows:
+        return head + "No cell has finished yet.\n"
+    expected = len(build.entries) * len(build.seeds)
+    rows = [{**r, "entry": r["method"], "method": _short_method(r["method"])} for r in rows]
+    seeds = {m: len({r["seed"] for r in rows if r["method"] == m}) for m in {r["method"] for r in rows}}
+    lines = [f"{len(rows)} of {expected} (entry, seed) cells finished.", "",
+             compare.markdown_table(compare.summarize(rows)), ""]
+    groups = [f"{g}/{k}" for g in ("many", "medium", "few") for k in SHOT_KEYS]
+    if any(groups[0] in r for r in rows):
+        lines += ["Per shot group (many > 100, medium 20-100, few < 20 training images per class):", "",
+                  compare.markdown_table(compare.summarize(rows, groups), groups), ""]
+    if max(seeds.values()) < 2:
+        lines += ["Only one seed per entry has finished: every difference below is a single-run observation, not "
+                  "an established effect (no interval can be formed).", ""]
+    found = comparisons(rows)
+    if found:
+        lines += [f"- {answer(e)}" for e in found] + [""]
+    if name.startswith("cifar10lt"):
+        summary = {e["method"]: e for e in compare.summarize(rows, ("accuracy", "ece", "ts/ece"))}
+        lines += ["Where we stand (test accuracy / ECE; literature numbers on the PNG originals, ours on the JPEG "
+                  "copy):", "", "| model | accuracy | ECE | ECE after TS |", "|---|---|---|---|"]
+        lines += [f"| {label} (published) | {acc:.4f} | {ece:.4f} | |" if ece is not None else
+                  f"| {label} (published) | {acc:.4f} | | |" for label, acc, ece in LITERATURE_CIFAR10LT]
+        for paper_name in ("ce", "refcal"):
+            p = PAPER_CIFAR10LT[paper_name]
+            lines.append(f"| RefCal paper: {paper_name} (backbone, budget unknown) | {p['accuracy']:.4f} | "
+                         f"{p['ece']:.4f} | |")
+        for method, e in sorted(summary.items()):
+            lines.append(f"| ours: {method} ({seeds[method]} seed{'s' if seeds[method] > 1 else ''}) | "
+                         f"{e['accuracy'][0]:.4f} | {e['ece'][0]:.4f} | {e['ts/ece'][0]:.4f} |")
+        lines.append("")
+    return head + "\n".join(lines)
 
 
 def budget_section(name: str = "cifar10lt-budget") -> str:
@@ -350,6 +414,7 @@ def main() -> None:
              "selected and temperatures fitted on the validation split; every number is on the untouched test split. "
              "Budgets are stated per suite.", ""]
     parts += [suite_section(name) for name in SUITES]
+    parts += [fullbudget_section(name) for name in BUILD_SUITES]
     parts.append(paper_section())
     parts.append(throughput_section())
     target = REPO / "docs" / "results.md"
