@@ -152,3 +152,16 @@ def test_unknown_entry_and_suite_are_refused():
         build_zoo.main(["--suite", "cifar100lt-full", "--entries", "resnet32-cifar100lt-nope", "--list"])
     with pytest.raises(SystemExit, match="unknown build suite"):
         build_zoo.main(["--suite", "nope", "--list"])
+
+
+def test_index_build_fields_match_the_build_suites():
+    """The index says which suite builds an entry (the load error names it): it must be one that does."""
+    from refcal_zoo.zoo import INDEX_PATH, load_index
+
+    index = load_index(INDEX_PATH)
+    for name, entry in index.items():
+        if entry.build is not None:
+            suite = build_zoo.get_build_suite(entry.build, "DATA")
+            assert name in [e.name for e in suite.entries], (name, entry.build)
+    for e in build_zoo.get_build_suite("cifar100lt-full", "DATA").entries:
+        assert index[e.name].build == "cifar100lt-full" and (REPO / "recipes" / "configs" / e.config).is_file()
