@@ -224,3 +224,19 @@ def test_parallel_runs_cells_concurrently_and_records_every_row(tmp_path, monkey
     assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for m in ("ce", "ls005", "ls01") for s in ("0", "1")]
     with pytest.raises(SystemExit, match="--parallel must be >= 1"):
         compare.main([*args, "--parallel", "0"])
+
+
+def test_gpu_bench_script_parses_and_refuses_a_machine_without_gpu(tmp_path):
+    import os
+    import shutil
+
+    import torch
+
+    script = REPO / "scripts" / "gpu_bench.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if torch.cuda.is_available() and shutil.which("nvidia-smi"):
+        pytest.skip("this machine has a GPU: the script would run the benchmark")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OUT_DIR=str(tmp_path / "out")))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no GPU")
+    assert not (tmp_path / "out").exists()  # nothing written before the check
