@@ -116,8 +116,15 @@ def _concurrent(args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--only-loop", "--steps", str(args.steps), "--repeats", str(args.repeats),
            "--batch-size", str(args.batch_size), "--arch", args.arch]
     cmd += ["--dataset", args.dataset] if args.dataset else []
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
-    each = [json.loads(p.communicate()[0].strip().splitlines()[-1])["loop_img_per_s"] for p in procs]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(args.processes)]
+    each = []
+    for p in procs:
+        stdout, stderr = p.communicate()
+        lines = stdout.strip().splitlines()
+        if p.returncode != 0 or not lines:  # say why, instead of an IndexError / JSONDecodeError
+            raise SystemExit(f"error: a concurrent loop failed (exit {p.returncode}): {stderr.strip()[-2000:]}")
+        each.append(json.loads(lines[-1])["loop_img_per_s"])
     return {"processes": args.processes, "loop_img_per_s_each": each, "loop_img_per_s_sum": round(sum(each), 1)}
 
 

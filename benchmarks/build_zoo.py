@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "recipes" / "configs"
 
 
 def _load(name: str):
@@ -125,9 +126,37 @@ def as_compare_suite(build: BuildSuite) -> compare.Suite:
                          command=f"benchmarks/build_zoo.py --suite {build.name}")
 
 
+def check_publishable(build: BuildSuite, entries: list[Entry], index: str | None) -> None:
+    """Refuse, before any training, entries whose recipe + overrides train another architecture than the index
+    entry they would be published as (the index would refuse them after hours of training)."""
+    from refcal_zoo.config import load_config
+    from refcal_zoo.zoo import index_path, load_index
+
+    known = load_index(Path(index) if index else index_path())
+    for entry in entries:
+        if entry.name not in known:
+            continue
+        cfg = load_config(CONFIGS / entry.config, [f"dataset.path={build.data_path}", *entry.overrides])
+        if cfg.model.arch != known[entry.name].arch:
+            raise SystemExit(f"error: {entry.name} would train {cfg.model.arch} but its index entry is "
+                             f"{known[entry.name].arch}; drop the model.arch override or pass --no-publish")
+
+
+def already_published(entry: Entry, run_dir: Path, index: str | None) -> bool:
+    """Whether the index already holds ``run_dir``'s weights as ``entry`` (re-running the build is a no-op)."""
+    from refcal_zoo.fileio import sha256_file
+    from refcal_zoo.zoo import index_path, load_index
+
+    known = load_index(Path(index) if index else index_path()).get(entry.name)
+    return bool(known and known.published and known.sha256 == sha256_file(run_dir / "model.safetensors"))
+
+
 def publish(build: BuildSuite, entry: Entry, runs: Path, **paths) -> None:
-    """Publish ``entry`` from its finished seed with the best validation accuracy."""
+    """Publish ``entry`` from its finished seed with the best validation accuracy (unless already published)."""
     best, scores = publish_best.pick_best(runs, [entry.name])
+    if already_published(entry, best, paths.get("index")):
+        print(f"[{build.name}] {entry.name}: already published from {best.name}", flush=True)
+        return
     seed = int(best.name.rsplit("-s", 1)[1])
     seeds = ", ".join(sorted(scores))
     notes = (f"Built by `benchmarks/build_zoo.py --suite {build.name}` ({build.description}). Budget: "
@@ -164,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     build = get_build_suite(args.suite, args.data)
     for entry in build.entries:
         entry.overrides += args.override
+        if args.override:  # the card must not claim the recipe's budget for a smoke build
+            entry.budget_note += f", changed by the build's overrides {' '.join(args.override)}"
     entries = [e for e in build.entries if args.entries is None or e.name in args.entries]
     unknown = set(args.entries or []) - {e.name for e in build.entries}
     if unknown:
@@ -183,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'done' if done else 'partial' if partial else 'queued':8} {cell.method} seed {seed}")
         return 0
 
+    if not args.no_publish:
+        check_publishable(build, entries, args.index)
     rows = {(r["method"], int(r["seed"])): r for r in compare.read_results(results)}
     lock = threading.Lock()
     launcher = args.launcher.split() if args.launcher else [sys.executable]
@@ -199,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
             rows[(cell.method, seed)] = row
             compare.record_results(results, suite, rows)
             if not args.no_publish:
-                publish(build, next(e for e in entries if e.name == cell.method), out / "runs", **paths)
+                try:
+                    publish(build, next(e for e in entries if e.name == cell.method), out / "runs", **paths)
+                except (Exception, SystemExit) as exc:  # one entry's failure does not stop the others
+                    print(f"[{build.name}] publishing {cell.method} FAILED: {exc}", flush=True)
+                    failed.append(f"{cell.method} (publish)")
 
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         for future in [pool.submit(work, cell, seed) for cell, seed in queue]:

@@ -3,6 +3,7 @@
 
     python benchmarks/compare_methods.py --suite digits                 # every method on digits-LT (minutes)
     python benchmarks/compare_methods.py --suite digits --smoke         # 2 methods, 1 seed, 1 epoch (CI)
+    python benchmarks/compare_methods.py --suite digits --parallel 4    # 4 (method, seed) cells at once
     python benchmarks/compare_methods.py --suite cifar10lt              # reduced CPU budget, ~2 h on 2 cores
     python benchmarks/compare_methods.py --suite cifar100lt-gpu         # the paper's full budget, one GPU
     python benchmarks/compare_methods.py --suite cifar10lt-budget       # CE / joint / two-stage at 3 wall-time budgets
@@ -24,7 +25,9 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,10 +454,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="dataset path for the CIFAR suites (default ../shared copy)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results/<suite>)")
     ap.add_argument("--smoke", action="store_true", help="2 methods, 1 seed, 1 epoch: checks the machinery")
+    ap.add_argument("--parallel", type=int, default=1, help="(method, seed) cells trained at once (default 1)")
     ap.add_argument("--plots", action="store_true", help="also draw the plots")
     ap.add_argument("--launcher", default=None,
                     help="command prefix for each run (default: this python; e.g. 'accelerate launch')")
     args = ap.parse_args(argv)
+    if args.parallel < 1:
+        raise SystemExit(f"error: --parallel must be >= 1, got {args.parallel}")
 
     suite = get_suite(args.suite, args.data)
     seeds = args.seeds if args.seeds is not None else ([suite.seeds[0]] if args.smoke else list(suite.seeds))
@@ -465,17 +471,24 @@ def main(argv: list[str] | None = None) -> int:
                                                                                         else ""))
     launcher = args.launcher.split() if args.launcher else [sys.executable]
     rows = {(r["method"], int(r["seed"])): r for r in read_results(out)}  # resumable across sessions too
-    failed = 0
-    for seed in seeds:  # seed-major: a partial suite already has every method at seed 0
-        for cell in cells:
-            if (cell.method, seed) in rows and not (out / "runs" / f"{cell.method}-s{seed}").is_dir():
-                continue  # recorded in results.csv by an earlier session; its run folder is gone
-            row = run_cell(suite, cell, seed, out, args.smoke, launcher)
+    queue = [(cell, seed) for seed in seeds for cell in cells  # seed-major: every method gets seed 0 first
+             if (cell.method, seed) not in rows or (out / "runs" / f"{cell.method}-s{seed}").is_dir()]
+    # (a cell recorded in results.csv by an earlier session whose run folder is gone is not retrained)
+    failed = []
+    lock = threading.Lock()
+
+    def work(cell: Cell, seed: int) -> None:
+        row = run_cell(suite, cell, seed, out, args.smoke, launcher)  # a subprocess: threads suffice
+        with lock:  # one writer of ``rows`` and results.csv at a time (record_results also locks the file)
             if row is None:
-                failed += 1
-                continue
+                failed.append((cell.method, seed))
+                return
             rows[(cell.method, seed)] = row
             record_results(out, suite, rows)
+
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        for future in [pool.submit(work, cell, seed) for cell, seed in queue]:
+            future.result()
     if suite.data and not args.smoke:  # after every training cell: the 3-seed tables come first
         for cell in cells:
             corruption_study(suite, cell, seeds[0], out, sys.executable)

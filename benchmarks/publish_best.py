@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Publish the best checkpoint of a suite's methods as a zoo entry, chosen on the validation split only.
 
-    python benchmarks/publish_best.py --suite cifar10lt --methods ce                   # -> resnet20-cifar10lt-ce
+    python benchmarks/publish_best.py --suite cifar10lt --methods ce                   # -> resnet20-cifar10lt-ce_e5
     python benchmarks/publish_best.py --suite cifar10lt --methods refcal refcal_joint  # the best RefCal variant
 
 Among the finished (method, seed) runs of ``benchmarks/results/<suite>/runs/``, the winner has the highest
@@ -28,6 +28,8 @@ sys.modules["compare_methods"] = compare
 _spec.loader.exec_module(compare)
 
 DATASET_IDS = {"cifar10lt": ("uoft-cs/cifar10", "CIFAR-10-LT"), "digits": ("digits", "digits-LT")}
+# suites whose budget is below the recipe's: their entries are named as reduced-budget ones ("_e5": 5 epochs)
+NAME_SUFFIX = {"cifar10lt": "_e5"}
 
 
 def selected_validation(run_dir: Path) -> tuple[float, float]:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     method, seed = best.name.rsplit("-s", 1)
     cfg = json.loads((best / "config.json").read_text())
     arch = cfg["architecture"].removesuffix("_cifar")
-    name = f"{arch}-{args.suite}-{method}"
+    name = f"{arch}-{args.suite}-{method}{NAME_SUFFIX.get(args.suite, '')}"
     print(f"candidates (validation): {json.dumps(scores, indent=1)}\nbest: {best.name} -> {name}")
 
     suite = compare.get_suite(args.suite, "DATA")

@@ -62,6 +62,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
     info = {"name": e.name, "status": e.status, "repo": e.repo_id, "revision": e.revision or "main",
             **{k: v for k, v in e.to_dict().items() if k not in ("repo", "revision", "status")},
             "train_command": e.train_command,
+            **({"build_command": e.build_command} if e.build_command and not e.published else {}),
             "load": (f"refcal_zoo.load('{e.name}')" if e.published
                      else f"refcal_zoo.load('runs/{e.name}') after training")}
     print(yaml.safe_dump(info, sort_keys=False, width=10**6).rstrip())

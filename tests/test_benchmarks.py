@@ -180,3 +180,63 @@ def test_device_agreement_pairs_the_same_cell_and_seed():
     assert lines[-1] == "| ce@10 | 0 | 0.7000 | 0.6900 | 7.6 | 0.4 |"
     assert sum(ln.startswith("| ce@") for ln in lines) == 1
     assert report.device_agreement_lines(gpu, []) == []
+
+
+_TIMING = {"train_seconds", "run_dir"}  # what differs between two runs of the same cell
+
+
+def test_parallel_cells_give_the_same_rows_as_serial_ones(tmp_path):
+    """--parallel 2 trains the two smoke cells at once; training is deterministic on CPU, so every metric of every
+    row equals the serial run's."""
+    tables = {}
+    for n in (1, 2):
+        out = tmp_path / f"p{n}"
+        assert compare.main(["--suite", "digits", "--smoke", "--parallel", str(n), "--out", str(out)]) == 0
+        tables[n] = compare.read_results(out)
+    assert [(r["method"], r["seed"]) for r in tables[2]] == [("ce", "0"), ("ls005", "0")]
+    for serial, parallel in zip(tables[1], tables[2], strict=True):
+        assert {k: v for k, v in serial.items() if k not in _TIMING} == \
+            {k: v for k, v in parallel.items() if k not in _TIMING}
+
+
+def test_parallel_runs_cells_concurrently_and_records_every_row(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def fake_cell(suite, cell, seed, out, smoke, launcher):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return None if cell.method == "focal" else {"method": cell.method, "seed": seed, "train_seconds": 1.0,
+                                                    "accuracy": 0.5}
+
+    monkeypatch.setattr(compare, "run_cell", fake_cell)
+    args = ["--suite", "digits", "--methods", "ce", "ls005", "ls01", "focal", "--seeds", "0", "1", "--out",
+            str(tmp_path)]
+    assert compare.main([*args, "--parallel", "3"]) == 1  # focal failed (twice), the others recorded
+    assert peak[0] == 3
+    rows = compare.read_results(tmp_path)
+    assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for m in ("ce", "ls005", "ls01") for s in ("0", "1")]
+    with pytest.raises(SystemExit, match="--parallel must be >= 1"):
+        compare.main([*args, "--parallel", "0"])
+
+
+def test_gpu_bench_script_parses_and_refuses_a_machine_without_gpu(tmp_path):
+    import os
+    import shutil
+
+    import torch
+
+    script = REPO / "scripts" / "gpu_bench.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if torch.cuda.is_available() and shutil.which("nvidia-smi"):
+        pytest.skip("this machine has a GPU: the script would run the benchmark")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OUT_DIR=str(tmp_path / "out")))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no GPU")
+    assert not (tmp_path / "out").exists()  # nothing written before the check

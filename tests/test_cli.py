@@ -42,6 +42,8 @@ def test_list_and_info(capsys):
     assert code == 0 and "status: recipe-only" in out
     assert "train_command: accelerate launch recipes/train.py --config recipes/configs/resnet32-cifar100lt-ce.yaml" \
         in out
+    assert "build_command: python benchmarks/build_zoo.py --suite cifar100lt-full --entries resnet32-cifar100lt-ce" \
+        in out
     code, _, err = run_cli(capsys, "info", "resnet32-cifar100-ce")
     assert_one_line_error(code, err, "unknown zoo model", "resnet32-cifar100lt-ce")
     code, out, _ = run_cli(capsys, "list", "zzz*")

@@ -236,10 +236,10 @@ def test_shipped_weights_come_before_the_hf_cache(published, hf_env, no_network,
 def test_recipe_only_entry_explains_how_to_train(hf_env):
     from refcal_zoo.zoo import get_entry
 
-    entry = get_entry("resnet32-cifar100lt-refcal")
+    entry = get_entry("resnet32-cifar100lt-ldam_drw")
     assert entry.status == "recipe-only"
     with pytest.raises(NotAvailableError) as info:
-        refcal_zoo.load("resnet32-cifar100lt-refcal")
+        refcal_zoo.load("resnet32-cifar100lt-ldam_drw")
     assert entry.train_command in str(info.value) and "no published weights" in str(info.value)
 
 

@@ -347,3 +347,54 @@ def test_hub_and_zoo_import_one_way():
         assert not [n for n in imported(path) if {"hub", "zoo"} & set(n.split("."))], path
     assert not [n for n in imported(pkg / "record.py") if n not in ("__future__", "math", "re", "dataclasses",
                                                                      "pathlib", "typing", ".errors")]
+
+
+# ---------------------------------------------------------------------------------- unpublished and reduced entries
+
+
+def test_unpublished_entry_of_a_build_suite_names_the_one_command_that_builds_it(hf_env, no_network):
+    from refcal_zoo.hub import NotAvailableError
+
+    entry = get_entry("resnet32-cifar100lt-refcal")
+    assert entry.status == "recipe-only" and entry.build == "cifar100lt-full"
+    command = "python benchmarks/build_zoo.py --suite cifar100lt-full --entries resnet32-cifar100lt-refcal"
+    with pytest.raises(NotAvailableError) as info:
+        refcal_zoo.load("resnet32-cifar100lt-refcal")
+    message = str(info.value)
+    assert "not yet published" in message and f"`{command}`" in message and message.count("`") == 2  # one command
+    assert "uoft-cs/cifar100" in message and "GPU" in message
+    other = get_entry("resnet32-cifar100lt-ldam_drw")  # no build suite covers it: the recipe's train command
+    assert other.build is None
+    with pytest.raises(NotAvailableError, match="has no published weights yet.*accelerate launch recipes/train.py"):
+        refcal_zoo.load(other.name)
+
+
+def test_index_build_field_is_checked_and_round_trips(tmp_path, monkeypatch):
+    entries = load_index(INDEX_PATH)
+    raw = yaml.safe_load(INDEX_PATH.read_text())["models"]
+    assert raw["resnet32-cifar100lt-ce"]["build"] == "cifar100lt-full" and "build" not in raw["resnet8-digitslt-ce"]
+    assert entries["resnet8-digitslt-ce"].build is None and entries["resnet8-digitslt-ce"].build_command is None
+    bad = dict(raw["resnet32-cifar100lt-ce"], build="rm -rf /")
+    path = tmp_path / "index.yaml"
+    path.write_text(yaml.safe_dump({"format": 1, "models": {"resnet32-cifar100lt-ce": bad}}))
+    with pytest.raises(ResolveError, match="has build 'rm -rf /'; name a suite of benchmarks/build_zoo.py"):
+        load_index(path)
+
+
+@pytest.mark.parametrize("method", ["ce", "refcal_joint"])
+def test_reduced_budget_entries_carry_their_budget_in_the_name(method, hf_env, no_network):
+    """The 5-epoch ResNet-20 entries are retired from the plain names and ship as `<...>_e5`."""
+    old, new = f"resnet20-cifar10lt-{method}", f"resnet20-cifar10lt-{method}_e5"
+    index = load_index(INDEX_PATH)
+    assert old not in index and new in index and index[new].published
+    assert "Reduced budget: 5 epochs" in index[new].notes and f"name={new}" in index[new].overrides
+    assert not (INDEX_PATH.parent / "weights" / old).exists() and not (REPO / "model_cards" / old).exists()
+    model = refcal_zoo.load(new)
+    assert model.zoo_info["source"] == "embedded" and model.zoo_info["name"] == new
+    assert model.zoo_info["timm_tag"] == f"resnet20_cifar.{method}_e5_cifar10lt" == index[new].timm_tag
+    for card in (INDEX_PATH.parent / "weights" / new / "README.md", REPO / "model_cards" / new / "README.md"):
+        text = card.read_text()
+        assert f"# {new}\n" in text and f'refcal_zoo.load("{new}")' in text and old + '"' not in text
+        assert f'timm.create_model("resnet20_cifar.{method}_e5_cifar10lt"' in text
+    with pytest.raises(ResolveError, match=f"unknown zoo model '{old}'.*{new}"):
+        refcal_zoo.load(old)

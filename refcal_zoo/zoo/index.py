@@ -50,7 +50,7 @@ HEADLINE_KEYS = ("accuracy", "nll", "brier", "ece", "auroc_misclassification", "
                  "ts/nll", "ts/brier", "ts/ece")
 _ENTRY_NAME = re.compile(r"^[a-z0-9_]+-[a-z0-9_]+-[a-z0-9_]+$")
 _FIELDS = ("arch", "num_classes", "dataset", "method", "base_loss", "recipe", "overrides", "repo", "revision",
-           "sha256", "temperature", "metrics", "status", "notes")
+           "sha256", "temperature", "metrics", "status", "notes", "build")
 
 
 def zoo_org() -> str:
@@ -87,6 +87,7 @@ class ZooEntry:
     metrics: dict[str, float | None] | None = None
     status: str = "recipe-only"
     notes: str = ""
+    build: str | None = None  # the benchmarks/build_zoo.py suite that trains and publishes it (a GPU suite)
 
     @property
     def repo_id(self) -> str:
@@ -108,8 +109,18 @@ class ZooEntry:
         parts = ["accelerate launch recipes/train.py --config", self.recipe, *(_quote(o) for o in self.overrides)]
         return " ".join(parts)
 
+    @property
+    def build_command(self) -> str | None:
+        """The one command (from a refcal_zoo checkout) that trains and publishes this entry, if a suite builds it."""
+        if not self.build:
+            return None
+        return f"python benchmarks/build_zoo.py --suite {self.build} --entries {self.name}"
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _FIELDS}
+        data = {k: getattr(self, k) for k in _FIELDS}
+        if data["build"] is None:  # most entries: keep the index free of empty keys
+            del data["build"]
+        return data
 
 
 def _quote(arg: str) -> str:
@@ -123,6 +134,9 @@ def _entry(name: str, raw: Any, source: Path) -> ZooEntry:
     missing = [k for k in ("arch", "num_classes", "dataset", "method", "recipe", "status") if k not in raw]
     if unknown or missing:
         raise ResolveError(f"zoo index {source}: entry '{name}' has unknown keys {unknown} / lacks {missing}")
+    if raw.get("build") is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", str(raw["build"])):
+        raise ResolveError(f"zoo index {source}: entry '{name}' has build '{raw['build']}'; name a suite of "
+                           "benchmarks/build_zoo.py, e.g. cifar100lt-full")
     if raw["status"] not in STATUSES:
         raise ResolveError(f"zoo index {source}: entry '{name}' has status '{raw['status']}' "
                            f"(use one of {', '.join(STATUSES)})")

@@ -56,6 +56,11 @@ def _resolve_zoo(entry: ZooEntry, revision: str | None) -> Resolved:
         if shipped is not None:  # local files only: no socket, no DNS lookup
             return Resolved(shipped, "embedded", entry.repo_id, rev, entry.name, pins)
     custom_repo = entry.repo is not None or zoo_org() != DEFAULT_ORG
+    if not entry.published and not custom_repo and entry.build_command:
+        raise NotAvailableError(
+            f"zoo model '{entry.name}' is not yet published (status: {entry.status}). Build and publish it from a "
+            f"refcal_zoo checkout with `{entry.build_command}` (needs Hub access to {entry.dataset.get('id')}, or a "
+            "local copy passed with --data FOLDER, and a GPU)")
     if not entry.published and not custom_repo:
         raise NotAvailableError(
             f"zoo model '{entry.name}' has no published weights yet (status: {entry.status}). Train it from a "

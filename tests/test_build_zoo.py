@@ -1,0 +1,167 @@
+"""benchmarks/build_zoo.py end to end on generated data in the CIFAR-100 Hub schema: train, record, publish,
+skip what is finished, resume what was interrupted (bit-identical), list the queue."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, write_cifar_like
+
+_spec = importlib.util.spec_from_file_location("build_zoo", REPO / "benchmarks" / "build_zoo.py")
+build_zoo = importlib.util.module_from_spec(_spec)
+sys.modules["build_zoo"] = build_zoo  # dataclasses look their module up
+_spec.loader.exec_module(build_zoo)
+
+NAME = "resnet32-cifar100lt-ce"
+# a smoke budget: ResNet-8, one epoch, no warm-up; 100 classes at n_max 10 (the least rho 10 allows): 383 images;
+# checkpoints every 5 steps so that an interrupted run has something to resume from
+SMOKE = ["model.arch=resnet8_cifar", "train.epochs=1", "train.warmup_epochs=0", "train.milestones=[]",
+         "dataset.val_per_class=1", "train.batch_size=32", "train.checkpoint_every_steps=5"]
+
+
+@pytest.fixture(scope="module")
+def cifar100_tiny(tmp_path_factory) -> Path:
+    return write_cifar_like(tmp_path_factory.mktemp("cifar100_tiny"), schema="cifar100", num_classes=100,
+                            train_per_class=11, test_per_class=1)
+
+
+def zoo_copy(folder: Path, *, arch: str | None = "resnet8_cifar") -> Path:
+    """A copy of the package's index; the entry's arch set to what the smoke build trains (the index rightly
+    refuses a ResNet-8 published under a ResNet-32 entry, see test_arch_override_is_refused_before_training)."""
+    from refcal_zoo.zoo import INDEX_PATH, load_index
+    from refcal_zoo.zoo.update_index import write_index
+
+    index = folder / "zoo" / "index.yaml"
+    index.parent.mkdir(parents=True)
+    shutil.copyfile(INDEX_PATH, index)
+    if arch is not None:
+        entries = load_index(index)
+        entries[NAME].arch = arch
+        write_index(index, entries)
+    return index
+
+
+def build_args(data: Path, folder: Path, index: Path, *extra: str) -> list[str]:
+    return ["--suite", "cifar100lt-full", "--data", str(data), "--entries", NAME, "--seeds", "0", "--override", *SMOKE,
+            "--root", str(folder / "root"), "--index", str(index), "--cards", str(folder / "cards"),
+            "--publish-dir", str(folder / "pub"), *extra]
+
+
+@pytest.fixture(scope="module")
+def built(cifar100_tiny, tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("build")
+    index = zoo_copy(folder)
+    from refcal_zoo.zoo import load_index
+
+    assert load_index(index)[NAME].status == "recipe-only"  # not published before the build
+    assert build_zoo.main(build_args(cifar100_tiny, folder, index)) == 0
+    return folder, index
+
+
+def test_build_trains_records_and_publishes(built):
+    import refcal_zoo
+    from refcal_zoo.fileio import sha256_file
+    from refcal_zoo.zoo import load_index
+
+    folder, index = built
+    run = folder / "root" / "runs" / f"{NAME}-s0"
+    assert (run / "metrics.json").is_file() and not run.with_name(run.name + ".incomplete").exists()
+    rows = build_zoo.compare.read_results(folder / "root")
+    assert [(r["method"], r["seed"], r["arch"], r["epochs"]) for r in rows] == [(NAME, "0", "resnet8_cifar", "1")]
+    entry = load_index(index)[NAME]
+    assert entry.status == "published" and entry.recipe == f"recipes/configs/{NAME}.yaml"
+    assert "train.seed=0" in entry.overrides and "model.arch=resnet8_cifar" in entry.overrides
+    assert entry.dataset["id"] == "uoft-cs/cifar100" and entry.sha256 == sha256_file(run / "model.safetensors")
+    assert "Published seed: 0" in entry.notes and "changed by the build's overrides" in entry.notes
+    assert (folder / "cards" / NAME / "README.md").is_file()
+    embedded = index.parent / "weights" / NAME
+    model = refcal_zoo.ZooModel.from_pretrained(embedded)
+    assert model.num_classes == 100 and model.zoo_info["sha256"] == entry.sha256
+    from refcal_zoo.config import load_config
+
+    retrain = load_config(REPO / entry.recipe, entry.overrides)  # the entry's recipe retrains what it names
+    assert retrain.name == NAME and retrain.model.arch == "resnet8_cifar" and retrain.train.seed == 0
+
+
+def test_second_invocation_is_a_no_op(built, cifar100_tiny, monkeypatch, capsys):
+    folder, index = built
+    weights = folder / "root" / "runs" / f"{NAME}-s0" / "model.safetensors"
+    before = (weights.stat().st_mtime_ns, index.read_bytes(), (index.parent / "weights" / NAME /
+                                                                 "model.safetensors").stat().st_mtime_ns)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    assert build_zoo.main(build_args(cifar100_tiny, folder, index)) == 0
+    assert "already published" in capsys.readouterr().out
+    after = (weights.stat().st_mtime_ns, index.read_bytes(), (index.parent / "weights" / NAME /
+                                                                "model.safetensors").stat().st_mtime_ns)
+    assert after == before  # nothing retrained, nothing re-published
+
+
+def test_interrupted_cell_is_resumed_bit_identically(built, cifar100_tiny, tmp_path, monkeypatch, capsys):
+    folder = tmp_path
+    index = zoo_copy(folder)
+    monkeypatch.setenv("REFCAL_ZOO_KILL_AT_BATCH", "8")  # 12 batches per epoch; newest checkpoint: step_5
+    assert build_zoo.main(build_args(cifar100_tiny, folder, index, "--no-publish")) == 1  # the cell was killed
+    run = folder / "root" / "runs" / f"{NAME}-s0"
+    stage = run.with_name(run.name + ".incomplete")
+    assert not run.exists() and (stage / "checkpoints" / "step_5").is_dir()
+    assert build_zoo.main(["--list", *build_args(cifar100_tiny, folder, index)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["partial", NAME, "seed", "0"]
+    monkeypatch.delenv("REFCAL_ZOO_KILL_AT_BATCH")
+    assert build_zoo.main(build_args(cifar100_tiny, folder, index)) == 0
+    assert f"train.py --config {REPO / 'recipes' / 'configs' / NAME}.yaml --resume" in capsys.readouterr().out
+    assert not stage.exists()
+    reference = built[0] / "root" / "runs" / f"{NAME}-s0"
+    assert (run / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    assert (run / "metrics.json").read_text() == (reference / "metrics.json").read_text()
+
+
+def test_list_shows_the_queue_and_what_is_finished(built, cifar100_tiny, capsys):
+    folder, index = built
+    assert build_zoo.main(["--list", *build_args(cifar100_tiny, folder, index)]) == 0
+    assert capsys.readouterr().out.split("\n")[0].split() == ["done", NAME, "seed", "0"]
+    assert build_zoo.main(["--suite", "cifar100lt-full", "--list", "--root", str(folder / "other")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 * 3 and all(line.split()[0] == "queued" for line in lines)  # 8 entries x seeds 0-2
+    assert lines[0].split()[1:] == [NAME, "seed", "0"]  # seed-major: every entry's first seed first
+
+
+def test_arch_override_is_refused_before_training(cifar100_tiny, tmp_path, monkeypatch):
+    index = zoo_copy(tmp_path, arch=None)  # the real entry: resnet32_cifar
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the entry")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    with pytest.raises(SystemExit, match=r"would train resnet8_cifar but its index entry is resnet32_cifar"):
+        build_zoo.main(build_args(cifar100_tiny, tmp_path, index))
+    assert not (tmp_path / "root").exists()
+
+
+def test_unknown_entry_and_suite_are_refused():
+    with pytest.raises(SystemExit, match="not in suite cifar100lt-full"):
+        build_zoo.main(["--suite", "cifar100lt-full", "--entries", "resnet32-cifar100lt-nope", "--list"])
+    with pytest.raises(SystemExit, match="unknown build suite"):
+        build_zoo.main(["--suite", "nope", "--list"])
+
+
+def test_index_build_fields_match_the_build_suites():
+    """The index says which suite builds an entry (the load error names it): it must be one that does."""
+    from refcal_zoo.zoo import INDEX_PATH, load_index
+
+    index = load_index(INDEX_PATH)
+    for name, entry in index.items():
+        if entry.build is not None:
+            suite = build_zoo.get_build_suite(entry.build, "DATA")
+            assert name in [e.name for e in suite.entries], (name, entry.build)
+    for e in build_zoo.get_build_suite("cifar100lt-full", "DATA").entries:
+        assert index[e.name].build == "cifar100lt-full" and (REPO / "recipes" / "configs" / e.config).is_file()
