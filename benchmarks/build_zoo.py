@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="dataset path or Hub id (default: ../shared copy / the Hub)")
     ap.add_argument("--root", default=None, help="where the runs go (default: the results folder); keep long "
                     "builds outside the checkout, e.g. --root ~/zoo_build/<suite>")
-    ap.add_argument("--results", default=None, help="results.csv/.md folder (default benchmarks/results/<suite>)")
+    ap.add_argument("--results", default=None, help="results.csv/.md folder (default: the --root folder); e.g. "
+                    "benchmarks/results/<suite> to keep the table in the repository while the runs live elsewhere")
     ap.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra overrides for every cell (e.g. a smoke budget); published entries record them")
     ap.add_argument("--parallel", type=int, default=1, help="cells trained at once (default 1)")
@@ -202,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"(entries: {', '.join(e.name for e in build.entries)})")
     seeds = args.seeds if args.seeds is not None else list(build.seeds)
     suite = as_compare_suite(build)
-    results = Path(args.results) if args.results else REPO / "benchmarks" / "results" / build.name
-    out = Path(args.root).expanduser() if args.root else results
+    out = Path(args.root).expanduser() if args.root else REPO / "benchmarks" / "results" / build.name
+    results = Path(args.results) if args.results else out
     queue = [(cell, seed) for seed in seeds for cell in suite.cells if args.entries is None
              or cell.method in args.entries]  # seed-major: every entry gets its first seed first
     if args.list:
