@@ -93,6 +93,7 @@ def test_corrupt_checkpoint_is_skipped(reference_run, tmp_path):
     assert_same_run(reference_run, out)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_configuration(tmp_path):
     out = tmp_path / "changed"
     run_killed_at(out, 6)
@@ -102,6 +103,7 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
         run_in_process(tmp_path / "never_started", resume=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [["method.name=refcal_joint"], ["method.name=plain", "method.base_loss=crl"]],
                          ids=["supcon_gathered", "crl_history_synced"])
 def test_two_processes_count_every_test_sample_once(tmp_path, method):
@@ -162,6 +164,7 @@ def test_gradient_accumulation_matches_the_large_batch():
         torch.testing.assert_close(accumulated[k], big[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_and_tensorboard_and_selection(tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard not installed")
     out = tmp_path / "bf16"
@@ -208,6 +211,7 @@ def test_weight_decay_can_skip_norms_and_biases():
     assert {id(p) for p in groups[1]["params"]} == {id(model.conv.bias), id(model.fc.bias)}
 
 
+@pytest.mark.slow
 def test_a_failing_checkpoint_save_surfaces_and_keeps_the_previous_one(tmp_path, monkeypatch):
     import errno
 

@@ -144,6 +144,7 @@ def test_bad_method_config():
     ],
     ids=["joint", "two_stage"],
 )
+@pytest.mark.slow
 def test_short_runs_on_digits_finish(tmp_path, overrides):
     from refcal_zoo.engine import train
 
