@@ -19,7 +19,7 @@ from torch import nn
 
 from refcal_zoo.config import TrainConfig, load_config
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
-from refcal_zoo.engine import build_optimizer, train, train_one_epoch
+from refcal_zoo.engine import StepContext, build_optimizer, train, train_one_epoch
 from refcal_zoo.errors import ConfigError, RunFolderError
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain
@@ -146,8 +146,9 @@ def one_update(accum: int, batch: int) -> dict[str, torch.Tensor]:
     opt = build_optimizer(model, TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4))
     loader = make_loader(TensorImageDataset(images, labels), batch, train=True, seed=0)
     model, opt, loader = accelerator.prepare(model, opt, loader)
-    train_one_epoch(model, loader, Plain(Criterion(build_loss("ce"))), opt, None,
-                    BatchTransform([0.5] * 3, [0.25] * 3), accelerator)
+    step = StepContext(model, Plain(Criterion(build_loss("ce"))), opt, None, BatchTransform([0.5] * 3, [0.25] * 3),
+                       accelerator)
+    train_one_epoch(step, loader)
     state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
     reset_accelerate_state()
     return state
@@ -211,7 +212,6 @@ def test_weight_decay_can_skip_norms_and_biases():
     assert {id(p) for p in groups[1]["params"]} == {id(model.conv.bias), id(model.fc.bias)}
 
 
-@pytest.mark.slow
 def test_a_failing_checkpoint_save_surfaces_and_keeps_the_previous_one(tmp_path, monkeypatch):
     import errno
 
