@@ -38,10 +38,10 @@ def run_in_process(out, *extra, overwrite=False, resume=False):
     return train(cfg, overwrite=overwrite, resume=resume)
 
 
-def run_killed_at(out, batch: int) -> None:
+def run_killed_at(out, batch: int, *extra) -> None:
     """Start the recipe in a subprocess that SIGKILLs itself after ``batch`` training batches."""
     env = dict(os.environ, REFCAL_ZOO_KILL_AT_BATCH=str(batch))
-    proc = subprocess.run([sys.executable, str(TRAIN_PY), *RUN, f"output_dir={out}"], env=env, cwd=REPO,
+    proc = subprocess.run([sys.executable, str(TRAIN_PY), *RUN, *extra, f"output_dir={out}"], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (out / "metrics.json").exists()
@@ -91,6 +91,19 @@ def test_corrupt_checkpoint_is_skipped(reference_run, tmp_path):
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint .*step_15"):
         run_in_process(out, resume=True)  # falls back to step_13 (end of epoch 1)
     assert_same_run(reference_run, out)
+
+
+@pytest.mark.slow
+def test_two_stage_run_killed_in_its_first_stage_resumes_bit_identical(tmp_path):
+    """The checkpoint of stage 1 restores stage 1 only; stage 2 then starts fresh (it used to re-load it)."""
+    two_stage = ["method.name=refcal", "train.epochs=1", "stage2.epochs=1", "stage2.batch_size=128", "stage2.lr=0.5"]
+    reference = tmp_path / "reference"
+    run_in_process(reference, *two_stage)
+    reset_accelerate_state()
+    out = tmp_path / "killed"
+    run_killed_at(out, 7, *two_stage)  # batch 7 of the contrastive stage; newest checkpoint: step_5
+    run_in_process(out, *two_stage, resume=True)
+    assert_same_run(reference, out)
 
 
 @pytest.mark.slow

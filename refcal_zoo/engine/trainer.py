@@ -269,6 +269,7 @@ class Trainer:
             method.load_state_dict(restore_checkpoint(accelerator, self.ckpt))
             scheduler.load_state_dict(state.scheduler)
             start_batch, start_sums = state.step_in_epoch, state.epoch_sums or None
+            self.ckpt = None  # it holds this stage's objects only: the next stage starts fresh
         else:
             state.epoch, state.step_in_epoch, state.best_score, state.best_epoch = 0, 0, None, None
         for epoch in range(state.epoch, st.train.epochs):
