@@ -1,7 +1,8 @@
 """The training run: config -> data -> model -> method -> Accelerate loop -> evaluation -> run folder.
 
 Modelled on accelerate's ``examples/complete_cv_example.py``: one readable loop, the ``Accelerator`` does the
-device, precision and distribution work; only the main process writes files.
+device, precision and distribution work; only the main process writes files. ``Trainer`` holds the run's state
+and names its stages (setup, fit each method stage, select and export, evaluate and write); ``train()`` drives it.
 """
 
 from __future__ import annotations
