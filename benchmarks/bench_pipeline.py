@@ -26,7 +26,7 @@ from accelerate import Accelerator
 
 from refcal_zoo.config import DatasetConfig, TrainConfig
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader, prepare_data
-from refcal_zoo.engine import build_optimizer, build_scheduler, train_one_epoch
+from refcal_zoo.engine import StepContext, build_optimizer, build_scheduler, train_one_epoch
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain
 from refcal_zoo.models import CIFAR10_MEAN, CIFAR10_STD, create_model
@@ -62,7 +62,8 @@ def bench_model(model, opt, accelerator, batch_size, steps) -> float:
 
 def bench_loop(model, opt, sched, loader, tf, accelerator, steps) -> float:
     method = Plain(Criterion(build_loss("ce")))
-    stats = train_one_epoch(model, loader, method, opt, sched, tf, accelerator, max_steps=steps, desc="loop")
+    stats = train_one_epoch(StepContext(model, method, opt, sched, tf, accelerator), loader, max_steps=steps,
+                            desc="loop")
     return stats.images / stats.seconds
 
 

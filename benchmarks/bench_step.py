@@ -24,7 +24,7 @@ from accelerate import Accelerator
 
 from refcal_zoo.config import SupConConfig, TrainConfig
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
-from refcal_zoo.engine import build_optimizer, train_one_epoch
+from refcal_zoo.engine import StepContext, build_optimizer, train_one_epoch
 from refcal_zoo.methods import Criterion, LinearProbe, Plain, RefCalJoint, SupConPretrain, build_base_loss
 from refcal_zoo.models import CIFAR10_MEAN, CIFAR10_STD, create_model
 
@@ -73,14 +73,14 @@ def main() -> None:
         opt = build_optimizer(module, cfg)
         module, opt = accelerator.prepare(module, opt)
         tf = BatchTransform(CIFAR10_MEAN, CIFAR10_STD, augment=augment)
-        train_one_epoch(module, loader, method, opt, None, tf, accelerator, max_steps=1, desc=name)  # warm-up
-        runs[name] = (module, method, opt, tf)
+        step = StepContext(module, method, opt, None, tf, accelerator)
+        train_one_epoch(step, loader, max_steps=1, desc=name)  # warm-up
+        runs[name] = step
 
     speeds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):
-        for name, (module, method, opt, tf) in runs.items():
-            stats = train_one_epoch(module, loader, method, opt, None, tf, accelerator, max_steps=args.steps,
-                                    desc=name)
+        for name, step in runs.items():
+            stats = train_one_epoch(step, loader, max_steps=args.steps, desc=name)
             speeds[name].append(stats.images / stats.seconds)
     ce = statistics.median(speeds["ce"])
     rows = [(name, statistics.median(v), statistics.median(v) / ce) for name, v in speeds.items()]

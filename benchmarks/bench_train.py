@@ -31,7 +31,7 @@ from accelerate import Accelerator
 
 from refcal_zoo.config import DatasetConfig, SupConConfig, TrainConfig
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader, prepare_data
-from refcal_zoo.engine import build_optimizer, build_scheduler, train_one_epoch
+from refcal_zoo.engine import StepContext, build_optimizer, build_scheduler, train_one_epoch
 from refcal_zoo.engine.hardware import SpeedChoice, resolve_speed
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain, SupConPretrain
@@ -101,8 +101,8 @@ class LoopStep:
         self.warmup_seconds = time.perf_counter() - t0
 
     def run(self, steps: int) -> float:
-        stats = train_one_epoch(self.module, self.loader, self.method, self.opt, self.sched, self.tf,
-                                self.accelerator, max_steps=steps, desc="bench")
+        step = StepContext(self.module, self.method, self.opt, self.sched, self.tf, self.accelerator)
+        stats = train_one_epoch(step, self.loader, max_steps=steps, desc="bench")
         return stats.images / stats.seconds
 
 

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from refcal_zoo.config import read_config_yaml
 from refcal_zoo.record import read_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,34 +62,34 @@ class Suite:
     command: str | None = None  # how to run it, where that is not ``compare_methods.py --suite <name>``
 
 
-# digits-LT: every method at the default's full budget (60 epochs); the loss settings are those of the CIFAR configs
-_DIGITS_METHODS = {
-    "ce": ["method.name=plain", "method.base_loss=ce"],
-    "ls005": ["method.name=plain", "method.base_loss=ls", "method.loss_args={alpha: 0.05}"],
-    "ls01": ["method.name=plain", "method.base_loss=ls", "method.loss_args={alpha: 0.1}"],
-    "focal": ["method.name=plain", "method.base_loss=focal", "method.loss_args={gamma: 3.0}"],
-    "flsd53": ["method.name=plain", "method.base_loss=flsd53"],
-    "brier": ["method.name=plain", "method.base_loss=brier"],
-    "mmce": ["method.name=plain", "method.base_loss=mmce", "method.loss_args={lam: 2.0}"],
-    "dca": ["method.name=plain", "method.base_loss=dca", "method.loss_args={beta: 1.0}"],
-    "mdca": ["method.name=plain", "method.base_loss=mdca", "method.loss_args={base: nll, beta: 1.0}"],
-    "fl_mdca": ["method.name=plain", "method.base_loss=mdca", "method.loss_args={base: focal, gamma: 1.0, beta: 1.0}"],
-    "mbls": ["method.name=plain", "method.base_loss=mbls"],
-    "logitnorm": ["method.name=plain", "method.base_loss=logitnorm"],
-    "crl": ["method.name=plain", "method.base_loss=crl"],
-    "adafocal": ["method.name=plain", "method.base_loss=adafocal"],
-    "refcal_joint": [],  # the default recipe itself
-    # long-tail baselines; DRW at 80% of the budget (LDAM-DRW: epoch 160 of 200)
-    "ldam_drw": ["method.name=plain", "method.base_loss=ldam", "method.loss_args={max_m: 0.5, s: 1.0}",
-                 "train.drw_epoch=48"],
-    "logit_adjusted": ["method.name=plain", "method.base_loss=logit_adjusted", "method.loss_args={tau: 1.0}"],
-    "balanced_softmax": ["method.name=plain", "method.base_loss=balanced_softmax"],
-    "refcal_joint_la": ["method.base_loss=logit_adjusted", "method.loss_args={tau: 1.0}"],
-}
+# digits-LT: every method at the default's full budget (60 epochs). Each method's loss comes from its preset
+# (recipes/configs/methods/<method>.yaml, the one the CIFAR configs use); the suite keeps the default's SupCon
+# settings (sized for digits) and rescales DRW to its budget (LDAM-DRW: epoch 160 of 200 -> 48 of 60).
+_DIGITS_METHODS = ("ce", "ls005", "ls01", "focal", "flsd53", "brier", "mmce", "dca", "mdca", "fl_mdca", "mbls",
+                   "logitnorm", "crl", "adafocal", "refcal_joint", "ldam_drw", "logit_adjusted", "balanced_softmax",
+                   "refcal_joint_la")
+_DIGITS_BUDGET = {"ldam_drw": ["train.drw_epoch=48"]}
+
+
+def preset_overrides(method: str, budget_keys: tuple[str, ...] = ("epochs", "drw_epoch")) -> list[str]:
+    """``section.key=value`` overrides that apply a method preset (``recipes/configs/methods/<method>.yaml``) to
+    another recipe: its ``method.*`` keys but SupCon's, its ``train.*`` keys but the budget ones."""
+    preset = read_config_yaml(CONFIGS / "methods" / f"{method}.yaml")
+    out = [f"method.{k}={_yaml_value(v)}" for k, v in preset.get("method", {}).items() if k != "supcon"]
+    return out + [f"train.{k}={_yaml_value(v)}" for k, v in preset.get("train", {}).items() if k not in budget_keys]
+
+
+def _yaml_value(value: object) -> str:
+    """``value`` as the right-hand side of an override (read back with ``yaml.safe_load``)."""
+    import yaml
+
+    if isinstance(value, str) and yaml.safe_load(value) == value:
+        return value
+    return json.dumps(value)  # JSON is YAML: dicts, lists, numbers and quoted strings read back as they were
 
 
 def _digits() -> Suite:
-    cells = [Cell(m, "default.yaml", o) for m, o in _DIGITS_METHODS.items()]
+    cells = [Cell(m, "default.yaml", preset_overrides(m) + _DIGITS_BUDGET.get(m, [])) for m in _DIGITS_METHODS]
     cells.append(Cell("refcal", "resnet8-digitslt-refcal.yaml"))
     return Suite("digits", cells, description="ResNet-8 on digits-LT (rho 10), every method, the default budget "
                  "(60 epochs at batch 32; two-stage: 60 contrastive + 40 linear epochs)",

@@ -39,6 +39,7 @@ __all__ = [
     "flatten",
     "is_resumable_change",
     "load_config",
+    "read_config_yaml",
     "raise_problems",
 ]
 
@@ -308,6 +309,12 @@ def config_problems(cfg: Config) -> list[str]:
         need(getattr(t, key) in (True, False, "auto"), f"train.{key}", "auto, true or false", getattr(t, key))
     need(bool(cfg.name.strip()), "name", "a non-empty string", cfg.name)
     return out
+
+
+def read_config_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping a config file sets, merged over its ``base:`` chain, before defaults, overrides and validation
+    (what a method preset in ``recipes/configs/methods/`` sets, for tools that apply it to another recipe)."""
+    return _read_yaml_chain(Path(path))
 
 
 def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -229,7 +229,7 @@ def copy_folder(src: Path, dst: Path) -> Path:
     return dst
 
 
-_TRAINING_FIXTURES = {"trained_run", "published", "finished_run", "reference_run"}
+_TRAINING_FIXTURES = {"trained_run", "published", "finished_run", "reference_run", "short_run"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -32,6 +32,7 @@ def test_interval_over_seeds_is_the_student_t_one():
     assert "0.6000 ± 0.2484" in compare.markdown_table([entry], keys=("accuracy",))
 
 
+@pytest.mark.slow
 def test_digits_smoke_suite_runs_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "smoke"
     assert compare.main(["--suite", "digits", "--smoke", "--plots", "--out", str(out)]) == 0

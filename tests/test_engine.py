@@ -19,7 +19,7 @@ from torch import nn
 
 from refcal_zoo.config import TrainConfig, load_config
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
-from refcal_zoo.engine import build_optimizer, train, train_one_epoch
+from refcal_zoo.engine import StepContext, build_optimizer, train, train_one_epoch
 from refcal_zoo.errors import ConfigError, RunFolderError
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain
@@ -38,10 +38,10 @@ def run_in_process(out, *extra, overwrite=False, resume=False):
     return train(cfg, overwrite=overwrite, resume=resume)
 
 
-def run_killed_at(out, batch: int) -> None:
+def run_killed_at(out, batch: int, *extra) -> None:
     """Start the recipe in a subprocess that SIGKILLs itself after ``batch`` training batches."""
     env = dict(os.environ, REFCAL_ZOO_KILL_AT_BATCH=str(batch))
-    proc = subprocess.run([sys.executable, str(TRAIN_PY), *RUN, f"output_dir={out}"], env=env, cwd=REPO,
+    proc = subprocess.run([sys.executable, str(TRAIN_PY), *RUN, *extra, f"output_dir={out}"], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (out / "metrics.json").exists()
@@ -93,6 +93,20 @@ def test_corrupt_checkpoint_is_skipped(reference_run, tmp_path):
     assert_same_run(reference_run, out)
 
 
+@pytest.mark.slow
+def test_two_stage_run_killed_in_its_first_stage_resumes_bit_identical(tmp_path):
+    """The checkpoint of stage 1 restores stage 1 only; stage 2 then starts fresh (it used to re-load it)."""
+    two_stage = ["method.name=refcal", "train.epochs=1", "stage2.epochs=1", "stage2.batch_size=128", "stage2.lr=0.5"]
+    reference = tmp_path / "reference"
+    run_in_process(reference, *two_stage)
+    reset_accelerate_state()
+    out = tmp_path / "killed"
+    run_killed_at(out, 7, *two_stage)  # batch 7 of the contrastive stage; newest checkpoint: step_5
+    run_in_process(out, *two_stage, resume=True)
+    assert_same_run(reference, out)
+
+
+@pytest.mark.slow
 def test_resume_refuses_a_changed_configuration(tmp_path):
     out = tmp_path / "changed"
     run_killed_at(out, 6)
@@ -102,6 +116,7 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
         run_in_process(tmp_path / "never_started", resume=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [["method.name=refcal_joint"], ["method.name=plain", "method.base_loss=crl"]],
                          ids=["supcon_gathered", "crl_history_synced"])
 def test_two_processes_count_every_test_sample_once(tmp_path, method):
@@ -144,8 +159,9 @@ def one_update(accum: int, batch: int) -> dict[str, torch.Tensor]:
     opt = build_optimizer(model, TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4))
     loader = make_loader(TensorImageDataset(images, labels), batch, train=True, seed=0)
     model, opt, loader = accelerator.prepare(model, opt, loader)
-    train_one_epoch(model, loader, Plain(Criterion(build_loss("ce"))), opt, None,
-                    BatchTransform([0.5] * 3, [0.25] * 3), accelerator)
+    step = StepContext(model, Plain(Criterion(build_loss("ce"))), opt, None, BatchTransform([0.5] * 3, [0.25] * 3),
+                       accelerator)
+    train_one_epoch(step, loader)
     state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
     reset_accelerate_state()
     return state
@@ -162,6 +178,7 @@ def test_gradient_accumulation_matches_the_large_batch():
         torch.testing.assert_close(accumulated[k], big[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_and_tensorboard_and_selection(tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard not installed")
     out = tmp_path / "bf16"

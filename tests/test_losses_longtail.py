@@ -150,6 +150,7 @@ def test_build_stages_passes_counts_and_checks_drw():
     ],
     ids=["ldam_drw", "joint_la", "two_stage_bs"],
 )
+@pytest.mark.slow
 def test_short_digits_runs_with_long_tail_losses(tmp_path, overrides):
     from refcal_zoo.engine import train
 

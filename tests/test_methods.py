@@ -12,7 +12,7 @@ from accelerate import Accelerator
 
 from refcal_zoo.config import Config, SupConConfig, TrainConfig, load_config
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
-from refcal_zoo.engine import build_optimizer, build_scheduler, predict_logits, train_one_epoch
+from refcal_zoo.engine import StepContext, build_optimizer, build_scheduler, predict_logits, train_one_epoch
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, LinearProbe, Plain, RefCalJoint, SupConPretrain, build_stages
 
@@ -44,7 +44,7 @@ def run_stage(method, model, accelerator, images, labels, epochs=1, augment="cro
     logs = []
     for epoch in range(epochs):
         method.start_epoch(epoch)
-        stats = train_one_epoch(module, loader, method, opt, sched, tf, accelerator)
+        stats = train_one_epoch(StepContext(module, method, opt, sched, tf, accelerator), loader)
         val = predict_logits(module, eval_loader, BatchTransform([0.5] * 3, [0.25] * 3), accelerator) \
             if method.trains_classifier else (None, None)
         logs.append((stats, method.end_epoch(*val)))
@@ -144,6 +144,7 @@ def test_bad_method_config():
     ],
     ids=["joint", "two_stage"],
 )
+@pytest.mark.slow
 def test_short_runs_on_digits_finish(tmp_path, overrides):
     from refcal_zoo.engine import train
 

@@ -101,6 +101,7 @@ def test_refuses_a_finished_run_unless_overwrite(finished_run, capsys):
     assert _tree_digest(finished_run) == before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_run(tmp_path):
     out = tmp_path / "run"
     assert recipe.main(["train.epochs=1", f"output_dir={out}"]) == 0
@@ -140,6 +141,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, overri
     assert not out.exists() and not out.with_name("out.incomplete").exists()
 
 
+@pytest.mark.slow
 def test_accelerate_launch_runs_the_recipe(tmp_path):
     out = tmp_path / "launched"
     env = dict(os.environ, ACCELERATE_CONFIG_FILE=str(tmp_path / "none.yaml"))

@@ -154,6 +154,7 @@ def test_a_key_added_to_the_schema_later_does_not_block_resume():
     assert defaults["train"]["grad_clip_norm"] is None and defaults["dataset"]["image_size"] is None
 
 
+@pytest.mark.slow
 def test_resume_with_a_corrected_calibration_key_completes(tmp_path):
     """The issue's lost-training case: stop after training, then resume with another calibration setting."""
     out = tmp_path / "run"
@@ -220,6 +221,7 @@ def test_finalize_never_replaces_a_run_that_appeared_meanwhile(tmp_path):
     assert (run / "metrics.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_output_dir(tmp_path):
     """A second launch while the first trains is refused (exit 2, naming the owner); the first run is intact."""
     out = tmp_path / "run"

@@ -15,7 +15,21 @@ from tqdm.auto import tqdm
 from ..data import BatchTransform
 from ..methods import Method
 
-__all__ = ["EpochStats", "train_one_epoch"]
+__all__ = ["EpochStats", "StepContext", "train_one_epoch"]
+
+
+@dataclass
+class StepContext:
+    """What one optimisation step uses: the prepared module, the method that computes its loss, the optimiser
+    and its per-step scheduler, the batch transform (augmentation + normalisation) and the Accelerator."""
+
+    module: nn.Module
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    transform: BatchTransform
+    accelerator: Accelerator
+    grad_clip_norm: float | None = None  # clip the gradient norm before each optimiser step (None: no clipping)
 
 
 @dataclass
@@ -48,22 +62,16 @@ class _Sums:
 
 
 def train_one_epoch(
-    module: nn.Module,
+    step: StepContext,
     loader: DataLoader,
-    method: Method,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    transform: BatchTransform,
-    accelerator: Accelerator,
     *,
-    grad_clip_norm: float | None = None,
     max_steps: int | None = None,
     desc: str = "train",
     start_batch: int = 0,
     start_sums: dict[str, float] | None = None,
     on_batch_end: Callable[[int, Callable[[], dict[str, float]]], None] | None = None,
 ) -> EpochStats:
-    """Run the optimiser over ``loader`` once (or ``max_steps`` batches).
+    """Run ``step``'s optimiser over ``loader`` once (or ``max_steps`` batches).
 
     Gradient accumulation follows ``accelerator.gradient_accumulation_steps`` (``accelerator.accumulate``); the
     scheduler steps once per optimiser step. ``start_batch``/``start_sums`` continue an epoch interrupted after
@@ -71,14 +79,16 @@ def train_one_epoch(
     after every batch (checkpointing), ``snapshot()`` giving the epoch's running sums. Running sums stay on the
     device so the loop does not synchronise with an accelerator every step.
     """
+    module, method, optimizer, scheduler = step.module, step.method, step.optimizer, step.scheduler
+    transform, accelerator, grad_clip_norm = step.transform, step.accelerator, step.grad_clip_norm
     module.train()
     sums = _Sums(accelerator.device, start_sums)
     t0 = time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, initial=start_batch,
                total=start_batch + len(loader), disable=None if accelerator.is_local_main_process else True)
     done = start_batch
-    for step, batch in enumerate(bar):
-        if max_steps is not None and step >= max_steps:
+    for i, batch in enumerate(bar):
+        if max_steps is not None and i >= max_steps:
             break
         with accelerator.accumulate(module):
             loss, logits, labels, logs = method.loss(module, batch, transform)
@@ -99,7 +109,7 @@ def train_one_epoch(
             for k, v in logs.items():
                 sums.add(f"extra.{k}", torch.nan_to_num(v.detach().float(), nan=0.0) * n)
         done += 1
-        if step % 25 == 0 and not bar.disable:  # the only host synchronisation in the step, for the progress bar
+        if i % 25 == 0 and not bar.disable:  # the only host synchronisation in the step, for the progress bar
             bar.set_postfix(loss=f"{sums.values['loss'].item() / sums.seen:.3f}")
         if on_batch_end is not None:
             on_batch_end(done, lambda: sums.snapshot(time.perf_counter() - t0))

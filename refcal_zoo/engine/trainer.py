@@ -1,7 +1,8 @@
 """The training run: config -> data -> model -> method -> Accelerate loop -> evaluation -> run folder.
 
 Modelled on accelerate's ``examples/complete_cv_example.py``: one readable loop, the ``Accelerator`` does the
-device, precision and distribution work; only the main process writes files.
+device, precision and distribution work; only the main process writes files. ``Trainer`` holds the run's state
+and names its stages (setup, fit each method stage, select and export, evaluate and write); ``train()`` drives it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import shutil
 import signal
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from safetensors.torch import load_file
+from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..calibration import fit_temperature
@@ -29,7 +32,7 @@ from ..config import RESUMABLE_CHANGES, Config, config_to_dict, flatten, is_resu
 from ..data import BatchTransform, PreparedData, TensorImageDataset, indices_sha256, make_loader, prepare_data
 from ..errors import ConfigError, RunFolderError
 from ..fileio import write_json, write_yaml
-from ..methods import build_stages
+from ..methods import Stage, build_stages
 from ..metrics import UndefinedMetricWarning, evaluate_with_temperature, reliability_diagram
 from ..models import create_model
 from ..models.export import export_timm_folder
@@ -46,13 +49,13 @@ from ..record import (
 from .checkpoint import TrainerState, complete_checkpoints, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .evaluate import predict_logits
 from .hardware import SpeedChoice, resolve_speed
-from .loop import train_one_epoch
+from .loop import StepContext, train_one_epoch
 from .optim import build_optimizer, build_scheduler
 from .run_folder import RunLock, check_output_dir, finalize_run_dir, staging_dir
 from .tracking import JsonlTracker, truncate_log
 from .validate import validate_config
 
-__all__ = ["RunResult", "train"]
+__all__ = ["RunResult", "Trainer", "train"]
 
 @dataclass
 class RunResult:
@@ -159,180 +162,233 @@ def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunR
     if lock is not None:
         lock.acquire()
     try:
-        return _train(cfg, overwrite, resume)
+        return Trainer(cfg, overwrite=overwrite, resume=resume).run()
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(cfg: Config, overwrite: bool, resume: bool) -> RunResult:
-    run_dir = cfg.run_dir
-    stage_dir = staging_dir(run_dir)
-    if resume:
-        state, ckpt = _resume_point(cfg, stage_dir)
-        if not overwrite and run_dir.is_dir() and any(run_dir.iterdir()):
-            raise RunFolderError(f"output folder '{run_dir}' holds another run that the resumed run would replace; "
-                                 "pass --overwrite with --resume to replace it, or move it away")
-    else:
-        check_output_dir(run_dir, overwrite)
-        _check_unfinished(stage_dir, overwrite)
-        state, ckpt = TrainerState(), None
-    speed = resolve_speed(cfg.train.mixed_precision, cfg.train.channels_last, cfg.train.compile,
-                          "cuda" if torch.cuda.is_available() else "cpu")
-    accelerator = _make_accelerator(cfg, stage_dir, speed)
-    set_seed(cfg.train.seed)
-    data = prepare_data(cfg.dataset)
-    model, mean, std = _build_model(cfg, data)
-    if speed.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    stages = build_stages(cfg, len(data.train_labels), world_size=accelerator.num_processes,
-                          class_counts=data.train_class_counts)
-    for st in stages:
-        BatchTransform(mean, std, augment=st.augment)  # validates augmentation names before anything is written
+class Trainer:
+    """One training run in stages: :meth:`setup` (run folder, Accelerator, data, model, method stages), then
+    :meth:`fit_stage` for every stage (:meth:`run_epoch` per epoch, :meth:`checkpoint` on schedule), then
+    :meth:`select_and_export` and :meth:`evaluate_and_write`. ``self.state`` is what a checkpoint holds;
+    ``train()`` takes the run folder's lock and drives :meth:`run`."""
 
-    # data stays uint8; on a GPU the whole (small) training set lives on the device and batches are gathered there
-    on_gpu = accelerator.device.type == "cuda"
-    train_set = TensorImageDataset(*(t.to(accelerator.device) if on_gpu else t
-                                     for t in (data.train_images, data.train_labels)))
-    val_loader, test_loader = accelerator.prepare(
-        make_loader(TensorImageDataset(data.val_images, data.val_labels), cfg.train.eval_batch_size, train=False),
-        make_loader(TensorImageDataset(data.test_images, data.test_labels), cfg.train.eval_batch_size, train=False),
-    )
-    eval_tf = BatchTransform(mean, std, augment="none", channels_last=speed.channels_last)
-    if accelerator.is_main_process:
-        if not resume:
-            if stage_dir.exists():
-                shutil.rmtree(stage_dir)
-            stage_dir.mkdir(parents=True)
-            write_json(stage_dir / "lt_indices.json", data.lt_record())
+    def __init__(self, cfg: Config, *, overwrite: bool = False, resume: bool = False) -> None:
+        self.cfg, self.overwrite, self.resume = cfg, overwrite, resume
+        self.run_dir = cfg.run_dir
+        self.stage_dir = staging_dir(self.run_dir)
+        self.epochs_before = 0  # epochs of the stages before the current one: the tracker's step offset
+
+    def run(self) -> RunResult:
+        self.setup()
+        for index, stage in enumerate(self.stages):
+            self.fit_stage(index, stage)
+        self.select_and_export()
+        return self.evaluate_and_write()
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Check the run folder (or the checkpoint to resume), then build the Accelerator, data, model and stages
+        and open the staging folder and trackers."""
+        cfg, run_dir, stage_dir = self.cfg, self.run_dir, self.stage_dir
+        if self.resume:
+            self.state, self.ckpt = _resume_point(cfg, stage_dir)
+            if not self.overwrite and run_dir.is_dir() and any(run_dir.iterdir()):
+                raise RunFolderError(f"output folder '{run_dir}' holds another run that the resumed run would "
+                                     "replace; pass --overwrite with --resume to replace it, or move it away")
         else:
-            done_before = (state.stage, state.epoch)  # epochs finished before the checkpoint keep their records
-            truncate_log(stage_dir / "log.jsonl", lambda r: (r["stage_index"], r["epoch"]) <= done_before)
-        write_yaml(stage_dir / "config.yaml", config_to_dict(cfg))
-    accelerator.wait_for_everyone()
-    accelerator.init_trackers(cfg.name, config=_tracker_config(cfg))
-    plan = " then ".join(f"{st.name} ({st.train.epochs} epochs)" for st in stages)
-    accelerator.print(
-        f"{cfg.name}: {cfg.model.arch} on {cfg.dataset.path} (rho={cfg.dataset.rho:g}) | train {len(data.train_labels)}"
-        f" / val {len(data.val_labels)} / test {len(data.test_labels)} images, {data.num_classes} classes | "
-        f"method {cfg.method.name} ({cfg.method.base_loss}): {plan} | device {accelerator.device}"
-        f" x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
-        f"{', channels-last' if speed.channels_last else ''}{', compiled' if speed.compile else ''}"
-        + (f" | resuming from {ckpt.name}" if ckpt else "")
-    )
+            check_output_dir(run_dir, self.overwrite)
+            _check_unfinished(stage_dir, self.overwrite)
+            self.state, self.ckpt = TrainerState(), None
+        self.speed = resolve_speed(cfg.train.mixed_precision, cfg.train.channels_last, cfg.train.compile,
+                                   "cuda" if torch.cuda.is_available() else "cpu")
+        self.accelerator = accelerator = _make_accelerator(cfg, stage_dir, self.speed)
+        set_seed(cfg.train.seed)
+        self.data = data = prepare_data(cfg.dataset)
+        self.model, self.mean, self.std = _build_model(cfg, data)
+        if self.speed.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.stages = build_stages(cfg, len(data.train_labels), world_size=accelerator.num_processes,
+                                   class_counts=data.train_class_counts)
+        for st in self.stages:
+            BatchTransform(self.mean, self.std, augment=st.augment)  # validates augmentation names before writing
 
-    select = cfg.train.select
-    epochs_before = 0
-    for index, st in enumerate(stages):
+        # data stays uint8; on a GPU the whole (small) training set lives on the device and batches are gathered there
+        on_gpu = accelerator.device.type == "cuda"
+        self.train_set = TensorImageDataset(*(t.to(accelerator.device) if on_gpu else t
+                                              for t in (data.train_images, data.train_labels)))
+        self.val_loader, self.test_loader = accelerator.prepare(
+            make_loader(TensorImageDataset(data.val_images, data.val_labels), cfg.train.eval_batch_size, train=False),
+            make_loader(TensorImageDataset(data.test_images, data.test_labels), cfg.train.eval_batch_size,
+                        train=False),
+        )
+        self.eval_tf = BatchTransform(self.mean, self.std, augment="none", channels_last=self.speed.channels_last)
+        if accelerator.is_main_process:
+            if not self.resume:
+                if stage_dir.exists():
+                    shutil.rmtree(stage_dir)
+                stage_dir.mkdir(parents=True)
+                write_json(stage_dir / "lt_indices.json", data.lt_record())
+            else:
+                done_before = (self.state.stage, self.state.epoch)  # epochs finished before the checkpoint stay
+                truncate_log(stage_dir / "log.jsonl", lambda r: (r["stage_index"], r["epoch"]) <= done_before)
+            write_yaml(stage_dir / "config.yaml", config_to_dict(cfg))
+        accelerator.wait_for_everyone()
+        accelerator.init_trackers(cfg.name, config=_tracker_config(cfg))
+        plan = " then ".join(f"{st.name} ({st.train.epochs} epochs)" for st in self.stages)
+        accelerator.print(
+            f"{cfg.name}: {cfg.model.arch} on {cfg.dataset.path} (rho={cfg.dataset.rho:g}) | train "
+            f"{len(data.train_labels)} / val {len(data.val_labels)} / test {len(data.test_labels)} images, "
+            f"{data.num_classes} classes | method {cfg.method.name} ({cfg.method.base_loss}): {plan} | device "
+            f"{accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
+            f"{', channels-last' if self.speed.channels_last else ''}{', compiled' if self.speed.compile else ''}"
+            + (f" | resuming from {self.ckpt.name}" if self.ckpt else "")
+        )
+
+    # ----------------------------------------------------------------------------------------------- stages
+    def fit_stage(self, index: int, st: Stage) -> None:
+        """Train stage ``index`` (or, when the checkpoint is past it, rebuild only its structure)."""
+        accelerator, state, cfg = self.accelerator, self.state, self.cfg
         method = st.method.to(accelerator.device)
         if index < state.stage:  # finished before the checkpoint: rebuild the structure only
-            model = method.unwrap(method.wrap(model))
-            epochs_before += st.train.epochs
-            continue
+            self.model = method.unwrap(method.wrap(self.model))
+            self.epochs_before += st.train.epochs
+            return
         accelerator.free_memory()  # checkpoints of this stage hold this stage's model and optimizer only
-        module = method.wrap(model)
-        raw_loader = make_loader(train_set, st.train.batch_size, train=True, seed=cfg.train.seed + index)
+        module = method.wrap(self.model)
+        raw_loader = make_loader(self.train_set, st.train.batch_size, train=True, seed=cfg.train.seed + index)
         optimizer = build_optimizer(module, st.train)
         module, optimizer, train_loader = accelerator.prepare(module, optimizer, raw_loader)
         scheduler = build_scheduler(optimizer, math.ceil(len(train_loader) / cfg.train.grad_accum_steps), st.train)
-        train_tf = BatchTransform(mean, std, augment=st.augment, channels_last=speed.channels_last)
+        step = StepContext(module, method, optimizer, scheduler,
+                           BatchTransform(self.mean, self.std, augment=st.augment,
+                                          channels_last=self.speed.channels_last),
+                           accelerator, grad_clip_norm=st.train.grad_clip_norm)
         start_batch, start_sums = 0, None
-        if ckpt is not None and index == state.stage:
-            method.load_state_dict(restore_checkpoint(accelerator, ckpt))
+        if self.ckpt is not None and index == state.stage:
+            method.load_state_dict(restore_checkpoint(accelerator, self.ckpt))
             scheduler.load_state_dict(state.scheduler)
             start_batch, start_sums = state.step_in_epoch, state.epoch_sums or None
+            self.ckpt = None  # it holds this stage's objects only: the next stage starts fresh
         else:
             state.epoch, state.step_in_epoch, state.best_score, state.best_epoch = 0, 0, None, None
-        prefix = f"{st.name} " if len(stages) > 1 else ""
-
-        def checkpoint(epoch: int, batches: int, sums: dict[str, float] | None, index=index, method=method,
-                       scheduler=scheduler) -> None:
-            state.stage, state.epoch, state.step_in_epoch = index, epoch, batches
-            state.scheduler, state.epoch_sums = scheduler.state_dict(), sums or {}
-            save_checkpoint(accelerator, stage_dir, state, method.state_dict(), keep=cfg.train.keep_checkpoints)
-
         for epoch in range(state.epoch, st.train.epochs):
-            method.start_epoch(epoch)
-            loader = accelerator.skip_first_batches(train_loader, start_batch) if start_batch else train_loader
-            loader.set_epoch(epoch)  # the permutation of this epoch (Accelerate also passes it to our sampler)
-
-            n_batches = len(train_loader)
-
-            def on_batch_end(done: int, snapshot, epoch=epoch, n_batches=n_batches, checkpoint=checkpoint) -> None:
-                state.global_step += 1
-                _fault_injection(state.global_step)
-                every = cfg.train.checkpoint_every_steps
-                if every and state.global_step % every == 0 and done < n_batches:
-                    checkpoint(epoch, done, snapshot())
-
-            stats = train_one_epoch(module, loader, method, optimizer, scheduler, train_tf, accelerator,
-                                    grad_clip_norm=st.train.grad_clip_norm, start_batch=start_batch,
-                                    start_sums=start_sums, on_batch_end=on_batch_end,
-                                    desc=f"{prefix}epoch {epoch + 1}/{st.train.epochs}")
+            self.run_epoch(index, st, step, train_loader, epoch, start_batch, start_sums)
             start_batch, start_sums = 0, None
-            state.train_seconds += stats.seconds
-            state.train_images += stats.images * accelerator.num_processes
-            record = {"stage": st.name, "stage_index": index, "epoch": epoch + 1, "train_loss": stats.loss}
-            if method.trains_classifier:
-                record["train_accuracy"] = stats.accuracy
-            record.update({f"train_{k}": v for k, v in stats.extras.items()})
-            if method.trains_classifier:
-                val_logits, val_labels = predict_logits(module, val_loader, eval_tf, accelerator)
-                record["val_accuracy"] = (val_logits.argmax(1) == val_labels).float().mean().item()
-                record["val_nll"] = torch.nn.functional.cross_entropy(val_logits, val_labels).item()
-                record.update(method.end_epoch(val_logits.to(accelerator.device), val_labels.to(accelerator.device)))
-                score = record["val_nll"] if select == "best_nll" else -record["val_accuracy"]
-                if select != "last" and (state.best_score is None or score < state.best_score):
-                    state.best_score, state.best_epoch = score, epoch + 1
-                    if accelerator.is_main_process:
-                        _export(method.classifier_of(accelerator.unwrap_model(module)), stage_dir / "best", data)
-                    record["selected"] = True
-            else:
-                record.update(method.end_epoch(None, None))
-            record["lr"] = optimizer.param_groups[0]["lr"]
-            record["images_per_second"] = stats.images * accelerator.num_processes / max(stats.seconds, 1e-9)
-            accelerator.log(record, step=epochs_before + epoch + 1)
-            accelerator.print(_epoch_line(prefix, epoch, st.train.epochs, record))
-            every = cfg.train.checkpoint_every_epochs
-            if every and ((epoch + 1) % every == 0 or epoch + 1 == st.train.epochs):
-                checkpoint(epoch + 1, 0, None)
         # without Accelerate's autocast wrapper: the final validation/test logits are computed in float32
-        model = method.unwrap(accelerator.unwrap_model(module, keep_fp32_wrapper=False))
-        epochs_before += st.train.epochs
+        self.model = method.unwrap(accelerator.unwrap_model(module, keep_fp32_wrapper=False))
+        self.epochs_before += st.train.epochs
         state.stage, state.epoch = index + 1, 0
 
-    if accelerator.is_main_process:
-        _export(model, stage_dir / "last", data)
-    accelerator.wait_for_everyone()
-    if select != "last" and (stage_dir / "best" / "model.safetensors").is_file():
-        model.load_state_dict(load_file(str(stage_dir / "best" / "model.safetensors")))  # copied to the device
-    val_logits, val_labels = predict_logits(model, val_loader, eval_tf, accelerator)
-    test_logits, test_labels = predict_logits(model, test_loader, eval_tf, accelerator)
-    images_per_second = state.train_images / state.train_seconds if state.train_seconds > 0 else math.nan
-    metrics: dict[str, Any] = {}
-    if accelerator.is_main_process:  # every process holds all logits (gathered); one evaluates and writes
-        temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
-        metrics = _evaluate(test_logits, test_labels, data, temperature)
-        record = _run_record(cfg, data, metrics, images_per_second, state.train_seconds, _device_name(accelerator),
-                             temperature, SelectionRecord(select, state.best_epoch if select != "last" else None),
-                             accelerator.mixed_precision, speed.channels_last)
-        export_timm_folder(model, stage_dir, label_names=data.class_names, record=record)
-        _write_diagrams(stage_dir, cfg, test_logits, test_labels, temperature)
-        _write_npz(stage_dir / "test_predictions.npz", logits=test_logits.numpy().astype(np.float32),
-                   labels=test_labels.numpy().astype(np.int64))  # raw test logits, for later analysis
-        _write_npz(stage_dir / "val_predictions.npz", logits=val_logits.numpy().astype(np.float32),
-                   labels=val_labels.numpy().astype(np.int64))  # raw validation logits: conformal/selective fits
-        if temperature is not None:
-            write_json(stage_dir / "temperature.json", {
-                "temperature": temperature, "method": cfg.calibration.temperature_scaling,
-                "fitted_on": "validation", "n": len(val_labels)})
-        shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the run is complete: resumption state goes
-        write_json(stage_dir / "metrics.json", _json_ready(metrics))  # written last: marks the run as finished
-        finalize_run_dir(stage_dir, run_dir, overwrite=overwrite)
-        _print_table(accelerator, cfg, metrics, run_dir, temperature)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return RunResult(run_dir, metrics, state.train_seconds, images_per_second)
+    def run_epoch(self, index: int, st: Stage, step: StepContext, train_loader: DataLoader, epoch: int,
+                  start_batch: int = 0, start_sums: dict[str, float] | None = None) -> None:
+        """One epoch of stage ``index``: train (checkpointing every ``checkpoint_every_steps``), validate, select,
+        log, and checkpoint at the epoch's end when due."""
+        accelerator, state, cfg, method = self.accelerator, self.state, self.cfg, step.method
+        prefix = f"{st.name} " if len(self.stages) > 1 else ""
+        method.start_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_loader, start_batch) if start_batch else train_loader
+        loader.set_epoch(epoch)  # the permutation of this epoch (Accelerate also passes it to our sampler)
+        n_batches = len(train_loader)
+
+        def on_batch_end(done: int, snapshot: Callable[[], dict[str, float]]) -> None:
+            state.global_step += 1
+            _fault_injection(state.global_step)
+            every = cfg.train.checkpoint_every_steps
+            if every and state.global_step % every == 0 and done < n_batches:
+                self.checkpoint(index, step, epoch, done, snapshot())
+
+        stats = train_one_epoch(step, loader, start_batch=start_batch, start_sums=start_sums,
+                                on_batch_end=on_batch_end, desc=f"{prefix}epoch {epoch + 1}/{st.train.epochs}")
+        state.train_seconds += stats.seconds
+        state.train_images += stats.images * accelerator.num_processes
+        record = {"stage": st.name, "stage_index": index, "epoch": epoch + 1, "train_loss": stats.loss}
+        if method.trains_classifier:
+            record["train_accuracy"] = stats.accuracy
+        record.update({f"train_{k}": v for k, v in stats.extras.items()})
+        if method.trains_classifier:
+            record.update(self._validate_and_select(step, epoch))
+        else:
+            record.update(method.end_epoch(None, None))
+        record["lr"] = step.optimizer.param_groups[0]["lr"]
+        record["images_per_second"] = stats.images * accelerator.num_processes / max(stats.seconds, 1e-9)
+        accelerator.log(record, step=self.epochs_before + epoch + 1)
+        accelerator.print(_epoch_line(prefix, epoch, st.train.epochs, record))
+        every = cfg.train.checkpoint_every_epochs
+        if every and ((epoch + 1) % every == 0 or epoch + 1 == st.train.epochs):
+            self.checkpoint(index, step, epoch + 1, 0, None)
+
+    def _validate_and_select(self, step: StepContext, epoch: int) -> dict[str, Any]:
+        """The epoch's validation accuracy and NLL, the method's end-of-epoch update, and model selection (the
+        selected weights are exported to ``best/``)."""
+        accelerator, state, method, select = self.accelerator, self.state, step.method, self.cfg.train.select
+        record: dict[str, Any] = {}
+        val_logits, val_labels = predict_logits(step.module, self.val_loader, self.eval_tf, accelerator)
+        record["val_accuracy"] = (val_logits.argmax(1) == val_labels).float().mean().item()
+        record["val_nll"] = torch.nn.functional.cross_entropy(val_logits, val_labels).item()
+        record.update(method.end_epoch(val_logits.to(accelerator.device), val_labels.to(accelerator.device)))
+        score = record["val_nll"] if select == "best_nll" else -record["val_accuracy"]
+        if select != "last" and (state.best_score is None or score < state.best_score):
+            state.best_score, state.best_epoch = score, epoch + 1
+            if accelerator.is_main_process:
+                _export(method.classifier_of(accelerator.unwrap_model(step.module)), self.stage_dir / "best",
+                        self.data)
+            record["selected"] = True
+        return record
+
+    def checkpoint(self, index: int, step: StepContext, epoch: int, batches: int,
+                   sums: dict[str, float] | None) -> None:
+        """Save a checkpoint at ``batches`` batches into ``epoch`` of stage ``index`` (``sums``: the epoch's
+        running sums so far)."""
+        state = self.state
+        state.stage, state.epoch, state.step_in_epoch = index, epoch, batches
+        state.scheduler, state.epoch_sums = step.scheduler.state_dict(), sums or {}
+        save_checkpoint(self.accelerator, self.stage_dir, state, step.method.state_dict(),
+                        keep=self.cfg.train.keep_checkpoints)
+
+    # -------------------------------------------------------------------------------------------- finishing
+    def select_and_export(self) -> None:
+        """Export the last weights to ``last/`` and load the selected epoch's (``best/``) for the evaluation."""
+        if self.accelerator.is_main_process:
+            _export(self.model, self.stage_dir / "last", self.data)
+        self.accelerator.wait_for_everyone()
+        best = self.stage_dir / "best" / "model.safetensors"
+        if self.cfg.train.select != "last" and best.is_file():
+            self.model.load_state_dict(load_file(str(best)))  # copied to the device
+
+    def evaluate_and_write(self) -> RunResult:
+        """Fit the temperature on validation, evaluate on test, write the run folder and rename it into place."""
+        cfg, accelerator, state, stage_dir, data = self.cfg, self.accelerator, self.state, self.stage_dir, self.data
+        select = cfg.train.select
+        val_logits, val_labels = predict_logits(self.model, self.val_loader, self.eval_tf, accelerator)
+        test_logits, test_labels = predict_logits(self.model, self.test_loader, self.eval_tf, accelerator)
+        images_per_second = state.train_images / state.train_seconds if state.train_seconds > 0 else math.nan
+        metrics: dict[str, Any] = {}
+        if accelerator.is_main_process:  # every process holds all logits (gathered); one evaluates and writes
+            temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
+            metrics = _evaluate(test_logits, test_labels, data, temperature)
+            record = _run_record(cfg, data, metrics, images_per_second, state.train_seconds,
+                                 _device_name(accelerator), temperature,
+                                 SelectionRecord(select, state.best_epoch if select != "last" else None),
+                                 accelerator.mixed_precision, self.speed.channels_last)
+            export_timm_folder(self.model, stage_dir, label_names=data.class_names, record=record)
+            _write_diagrams(stage_dir, cfg, test_logits, test_labels, temperature)
+            _write_npz(stage_dir / "test_predictions.npz", logits=test_logits.numpy().astype(np.float32),
+                       labels=test_labels.numpy().astype(np.int64))  # raw test logits, for later analysis
+            _write_npz(stage_dir / "val_predictions.npz", logits=val_logits.numpy().astype(np.float32),
+                       labels=val_labels.numpy().astype(np.int64))  # raw validation logits: conformal/selective fits
+            if temperature is not None:
+                write_json(stage_dir / "temperature.json", {
+                    "temperature": temperature, "method": cfg.calibration.temperature_scaling,
+                    "fitted_on": "validation", "n": len(val_labels)})
+            shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the run is complete: resumption state goes
+            write_json(stage_dir / "metrics.json", _json_ready(metrics))  # written last: marks the run as finished
+            finalize_run_dir(stage_dir, self.run_dir, overwrite=self.overwrite)
+            _print_table(accelerator, cfg, metrics, self.run_dir, temperature)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return RunResult(self.run_dir, metrics, state.train_seconds, images_per_second)
 
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:

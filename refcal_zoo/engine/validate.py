@@ -53,7 +53,9 @@ def registry_problems(cfg: Config) -> list[str]:
             out.append(str(exc))
     if not any(p.startswith("method.") for p in config_problems(cfg)):
         try:
-            build_stages(cfg, num_train=1)  # the loss (name, arguments) and the method's own checks, no training
+            # the loss (name, arguments) and the method's own checks, no training; placeholder class counts stand in
+            # for the data's (the long-tail losses and DRW need some, their values are checked once data exists)
+            build_stages(cfg, num_train=1, class_counts=[2, 1])
         except ValueError as exc:  # ConfigError, or a loss constructor refusing an argument's value
             out.append(str(exc) if isinstance(exc, ConfigError) else f"method.base_loss / method.loss_args: {exc}")
     missing = set(AUGMENT_CHOICES) ^ set(AUGMENTATIONS)
