@@ -35,8 +35,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ci
 
 
 def load_images(dataset: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    path = dataset or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None)
-    if path is None:
+    path = dataset or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else "synthetic")
+    if path == "synthetic":
         g = torch.Generator().manual_seed(0)
         return (torch.randint(0, 256, (20_431, 3, 32, 32), dtype=torch.uint8, generator=g),
                 torch.randint(0, 10, (20_431,), generator=g), "synthetic uint8 (20,431 x 3x32x32)")

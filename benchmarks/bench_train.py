@@ -19,6 +19,7 @@ machine load affects all alike; warm-up (and compile time, reported apart) is ex
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -29,25 +30,18 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from refcal_zoo.config import DatasetConfig, SupConConfig, TrainConfig
-from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader, prepare_data
+from refcal_zoo.config import SupConConfig, TrainConfig
+from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
 from refcal_zoo.engine import StepContext, build_optimizer, build_scheduler, train_one_epoch
 from refcal_zoo.engine.hardware import SpeedChoice, resolve_speed
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain, SupConPretrain
 from refcal_zoo.models import CIFAR10_MEAN, CIFAR10_STD, create_model
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
-
-
-def load_images(dataset: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    path = dataset or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else "synthetic")
-    if path == "synthetic":
-        g = torch.Generator().manual_seed(0)
-        return (torch.randint(0, 256, (20_431, 3, 32, 32), dtype=torch.uint8, generator=g),
-                torch.randint(0, 10, (20_431,), generator=g), "synthetic uint8 (20,431 x 3x32x32)")
-    data = prepare_data(DatasetConfig(path=path, rho=10, val_per_class=50))
-    return data.train_images, data.train_labels, f"CIFAR-10-LT rho 10 ({len(data.train_labels)} images)"
+_spec = importlib.util.spec_from_file_location("bench_pipeline", Path(__file__).with_name("bench_pipeline.py"))
+_pipeline = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_pipeline)
+load_images = _pipeline.load_images  # CIFAR-10-LT from ../shared if present, else synthetic uint8 data
 
 
 class BareStep:

@@ -85,3 +85,22 @@ def test_bf16_run_records_its_speed_settings_and_evaluates_in_float32(tmp_path):
     saved = np.load(out / "test_predictions.npz")["logits"]
     relative = np.abs(saved - logits).max() / np.abs(logits).max()
     assert relative < 1e-4  # float32 kernels differ by ~1e-6 of the scale; a bf16 evaluation by ~1e-2
+
+
+def test_bench_train_reports_every_figure_and_consistent_ratios(tmp_path):
+    """The speed benchmark runs end to end (tiny model, synthetic data) and its ratios follow from its figures."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_train.py"), "--arch", "resnet8_cifar",
+                    "--dataset", "synthetic", "--steps", "1", "--repeats", "1", "--batch-size", "16",
+                    "--json", str(out)], check=True, capture_output=True, text=True)
+    r = json.loads(out.read_text())
+    for key in ("eager_fp32", "best_bare", "loop", "supcon_2view"):
+        assert r[f"{key}_img_per_s"] > 0
+    assert r["loop_over_eager_fp32"] == pytest.approx(r["loop_img_per_s"] / r["eager_fp32_img_per_s"], rel=0.01)
+    assert r["loop_over_best_bare"] == pytest.approx(r["loop_img_per_s"] / r["best_bare_img_per_s"], rel=0.01)
+    assert r["auto"] == {"mixed_precision": resolve_speed("auto", "auto", "auto", "cpu").mixed_precision,
+                         "channels_last": resolve_speed("auto", "auto", "auto", "cpu").channels_last,
+                         "compile": False}
