@@ -104,3 +104,18 @@ def test_bench_train_reports_every_figure_and_consistent_ratios(tmp_path):
     assert r["auto"] == {"mixed_precision": resolve_speed("auto", "auto", "auto", "cpu").mixed_precision,
                          "channels_last": resolve_speed("auto", "auto", "auto", "cpu").channels_last,
                          "compile": False}
+
+
+@pytest.mark.slow
+def test_a_compiled_run_exports_plain_timm_weights(tmp_path):
+    """``train.compile`` (the CUDA default) must export the model's own parameter names, not torch.compile's
+    ``_orig_mod.`` wrapper names, for both the selected and the final weights (it used to crash at the end)."""
+    from safetensors import safe_open
+
+    out = tmp_path / "compiled"
+    train(load_config(DEFAULT, ["train.epochs=1", "method.name=plain", "model.arch=resnet8_cifar",
+                                "train.compile=true", f"output_dir={out}"]))
+    reference = set(create_model("resnet8_cifar", num_classes=10).state_dict())
+    for weights in (out / "model.safetensors", out / "best" / "model.safetensors", out / "last" / "model.safetensors"):
+        with safe_open(str(weights), "pt") as f:
+            assert set(f.keys()) == reference, weights

@@ -277,7 +277,7 @@ class Trainer:
             self.run_epoch(index, st, step, train_loader, epoch, start_batch, start_sums)
             start_batch, start_sums = 0, None
         # without Accelerate's autocast wrapper: the final validation/test logits are computed in float32
-        self.model = method.unwrap(accelerator.unwrap_model(module, keep_fp32_wrapper=False))
+        self.model = method.unwrap(accelerator.unwrap_model(module, keep_fp32_wrapper=False, keep_torch_compile=False))
         self.epochs_before += st.train.epochs
         state.stage, state.epoch = index + 1, 0
 
@@ -332,8 +332,8 @@ class Trainer:
         if select != "last" and (state.best_score is None or score < state.best_score):
             state.best_score, state.best_epoch = score, epoch + 1
             if accelerator.is_main_process:
-                _export(method.classifier_of(accelerator.unwrap_model(step.module)), self.stage_dir / "best",
-                        self.data)
+                plain = accelerator.unwrap_model(step.module, keep_torch_compile=False)  # no _orig_mod. keys
+                _export(method.classifier_of(plain), self.stage_dir / "best", self.data)
             record["selected"] = True
         return record
 
