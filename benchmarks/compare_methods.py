@@ -67,16 +67,20 @@ class Suite:
 # settings (sized for digits) and rescales DRW to its budget (LDAM-DRW: epoch 160 of 200 -> 48 of 60).
 _DIGITS_METHODS = ("ce", "ls005", "ls01", "focal", "flsd53", "brier", "mmce", "dca", "mdca", "fl_mdca", "mbls",
                    "logitnorm", "crl", "adafocal", "refcal_joint", "ldam_drw", "logit_adjusted", "balanced_softmax",
-                   "refcal_joint_la")
+                   "refcal_joint_la", "mislas")
 _DIGITS_BUDGET = {"ldam_drw": ["train.drw_epoch=48"]}
 
 
 def preset_overrides(method: str, budget_keys: tuple[str, ...] = ("epochs", "drw_epoch")) -> list[str]:
     """``section.key=value`` overrides that apply a method preset (``recipes/configs/methods/<method>.yaml``) to
-    another recipe: its ``method.*`` keys but SupCon's, its ``train.*`` keys but the budget ones."""
+    another recipe: its ``method.*`` keys but SupCon's, its ``train.*`` keys but the budget ones, and a
+    classifier-stage preset's ``stage2.*`` keys (mislas; two-stage refcal has recipes of its own)."""
     preset = read_config_yaml(CONFIGS / "methods" / f"{method}.yaml")
     out = [f"method.{k}={_yaml_value(v)}" for k, v in preset.get("method", {}).items() if k != "supcon"]
-    return out + [f"train.{k}={_yaml_value(v)}" for k, v in preset.get("train", {}).items() if k not in budget_keys]
+    out += [f"train.{k}={_yaml_value(v)}" for k, v in preset.get("train", {}).items() if k not in budget_keys]
+    if preset.get("method", {}).get("name") == "mislas":
+        out += [f"stage2.{k}={_yaml_value(v)}" for k, v in preset.get("stage2", {}).items()]
+    return out
 
 
 def _yaml_value(value: object) -> str:
@@ -106,10 +110,13 @@ def _cifar10lt(data: str) -> Suite:
                  "stage2.batch_size=256", "stage2.lr=1.0", "stage2.milestones=[3,4]"]
     methods = {"ce": [], "ls005": [], "focal": [], "mmce": [], "mdca": [], "crl": [], "refcal": two_stage,
                "refcal_joint": [], "ldam_drw": ["train.drw_epoch=4"], "logit_adjusted": [], "balanced_softmax": [],
-               "refcal_joint_la": []}  # DRW at 80% of the 5 epochs, as 160 of 200
+               "refcal_joint_la": [], "mislas": ["stage2.epochs=1"]}
+    # DRW at 80% of the 5 epochs, as 160 of 200; MiSLAS's classifier stage 1 epoch (class-balanced: ~4x the images
+    # of a training epoch, forward only), as its 10 epochs follow 200
     cells = [Cell(m, f"resnet32-cifar10lt-{m}.yaml", common + extra) for m, extra in methods.items()]
     return Suite("cifar10lt", cells, description="ResNet-20 on CIFAR-10-LT (rho 10, ../shared JPEG copy), 5 epochs "
-                 "(two-stage: 5 + 5), cosine schedule, 3 seeds; corruption study of every method's seed-0 model",
+                 "(two-stage RefCal: 5 + 5; MiSLAS: 5 + 1), cosine schedule, 3 seeds; corruption study of every "
+                 "method's seed-0 model",
                  smoke_overrides=["train.epochs=1", "stage2.epochs=1"], data=data)
 
 
@@ -187,8 +194,9 @@ def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
     row = {
         "suite": suite.name, "method": cell.method, "seed": seed, "config": cell.config,
         "method_name": cfg["method"]["name"], "base_loss": cfg["method"]["base_loss"], "arch": cfg["model"]["arch"],
-        "epochs": cfg["train"]["epochs"], "stage2_epochs": cfg["stage2"]["epochs"] if cfg["method"]["name"] ==
-        "refcal" else "", "train_images": len(json.loads((run_dir / "lt_indices.json").read_text())["train_indices"]),
+        "epochs": cfg["train"]["epochs"],
+        "stage2_epochs": cfg["stage2"]["epochs"] if cfg["method"]["name"] in ("refcal", "mislas") else "",
+        "train_images": len(json.loads((run_dir / "lt_indices.json").read_text())["train_indices"]),
         "train_seconds": record.budget.train_seconds, "device": record.budget.device or "",
         "temperature": record.temperature,
         "selected_epoch": record.selection.epoch, "run_dir": _display(run_dir),

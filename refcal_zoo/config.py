@@ -30,6 +30,7 @@ __all__ = [
     "Config",
     "DatasetConfig",
     "MethodConfig",
+    "MislasConfig",
     "ModelConfig",
     "Stage2Config",
     "SupConConfig",
@@ -87,11 +88,24 @@ class SupConConfig:
 
 
 @dataclass
+class MislasConfig:
+    """MiSLAS (Zhong et al., CVPR 2021): stage 1 trains with mixup (``train.*``), stage 2 re-trains the classifier
+    with learnable weight scaling on frozen features, class-balanced batches and ``method.base_loss`` (label-aware
+    smoothing) (``stage2.*``)."""
+
+    mixup_alpha: float = 1.0  # stage 1: mixing weight lambda ~ Beta(alpha, alpha)
+    shift_bn: bool = False  # stage 2: update the encoder's BatchNorm statistics on the class-balanced batches
+    classifier_lr_scale: float = 0.2  # stage 2: the classifier's lr is stage2.lr times this (the scaling's: stage2.lr)
+
+
+@dataclass
 class MethodConfig:
-    name: Literal["plain", "refcal", "refcal_joint"] = "plain"  # refcal: two-stage; refcal_joint: one stage
-    base_loss: str = "ce"  # the classification loss (refcal: of stage 2); any name of refcal_zoo.losses
+    # refcal: two-stage SupCon; refcal_joint: one stage; mislas: mixup, then classifier re-training
+    name: Literal["plain", "refcal", "refcal_joint", "mislas"] = "plain"
+    base_loss: str = "ce"  # the classification loss (refcal, mislas: of stage 2); any name of refcal_zoo.losses
     loss_args: dict[str, Any] = field(default_factory=dict)
     supcon: SupConConfig = field(default_factory=SupConConfig)
+    mislas: MislasConfig = field(default_factory=MislasConfig)
 
 
 @dataclass
@@ -135,7 +149,8 @@ class TrainConfig:
 
 @dataclass
 class Stage2Config(TrainConfig):
-    """Stage 2 of two-stage refcal: the linear classifier on the frozen encoder (SupContrast's linear recipe).
+    """Stage 2 of the two-stage methods: the classifier on the frozen encoder. The defaults are two-stage refcal's
+    (SupContrast's linear recipe); the mislas preset sets MiSLAS's.
 
     Only the optimisation fields are used; precision, seed, checkpointing, tracking and model selection come
     from ``train``."""
@@ -230,7 +245,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form section.key=value (e.g. train.epochs=5)")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({str(exc).splitlines()[0]}); quote "
+                              "the whole override for the shell, e.g. 'method.loss_args={\"tau\": 1.0}'") from None
+        _set_dotted(data, key.strip(), value)
     problems: list[str] = []
     cfg = _build(Config, data, "", problems)  # a bad key is reported and left at its default
     if validate:
@@ -282,6 +302,11 @@ def config_problems(cfg: Config) -> list[str]:
     need(sc.weight >= 0, "method.supcon.weight", ">= 0", sc.weight)
     need(sc.weight_warmup_epochs >= 0, "method.supcon.weight_warmup_epochs", ">= 0", sc.weight_warmup_epochs)
     need(sc.views in (1, 2), "method.supcon.views", "1 or 2", sc.views)
+    ms_cfg = cfg.method.mislas
+    need(ms_cfg.mixup_alpha > 0, "method.mislas.mixup_alpha", "> 0", ms_cfg.mixup_alpha)
+    need(ms_cfg.classifier_lr_scale > 0, "method.mislas.classifier_lr_scale", "> 0", ms_cfg.classifier_lr_scale)
+    if cfg.method.name == "mislas" and cfg.train.drw_epoch is not None:
+        out.append("train.drw_epoch has no effect on mislas (stage 1 is mixup cross-entropy); unset it")
     for section in ("train", "stage2"):
         t: TrainConfig = getattr(cfg, section)
         need(t.epochs >= 1, f"{section}.epochs", ">= 1", t.epochs)

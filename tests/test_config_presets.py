@@ -25,6 +25,11 @@ from .conftest import REPO
 CONFIGS = REPO / "recipes" / "configs"
 SNAPSHOT = json.loads((REPO / "tests" / "fixtures" / "resolved_configs.json").read_text())
 CIFAR10 = sorted(CONFIGS.glob("resnet32-cifar10lt-*.yaml"))
+#: methods added after the snapshot was taken (nothing to compare them with); MiSLAS's official CIFAR-100-LT stage 2
+#: differs from its CIFAR-10-LT one (smoothing, BatchNorm shift, classifier lr), so its CIFAR-100 recipe sets those
+NEW_SINCE_SNAPSHOT = {"mislas"}
+DATASET_SPECIFIC = {"mislas": {"method.loss_args", "method.mislas.shift_bn", "method.mislas.classifier_lr_scale",
+                               "method.mislas.mixup_alpha"}}
 
 
 def _compare_methods():
@@ -58,6 +63,8 @@ def test_every_config_resolves_as_before_the_presets(name):
 def test_snapshot_covers_the_cifar_recipes():
     assert len(CIFAR10) >= 24
     for path in CIFAR10:
+        if path.stem.removeprefix("resnet32-cifar10lt-") in NEW_SINCE_SNAPSHOT:
+            continue
         assert path.name in SNAPSHOT["configs"]
         assert path.name.replace("cifar10lt", "cifar100lt") in SNAPSHOT["configs"]
 
@@ -67,7 +74,9 @@ def test_cifar100_config_is_its_cifar10_twin_but_for_the_data(path):
     twin = path.with_name(path.name.replace("cifar10lt", "cifar100lt"))
     a, b = _flat(load_config(path)), _flat(load_config(twin))
     differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
-    assert differ == {"name", "dataset.path", "dataset.val_per_class", "dataset.mean", "dataset.std"}
+    method = path.stem.removeprefix("resnet32-cifar10lt-")
+    assert differ - DATASET_SPECIFIC.get(method, set()) == {"name", "dataset.path", "dataset.val_per_class",
+                                                            "dataset.mean", "dataset.std"}
     assert b["name"] == a["name"].replace("cifar10lt", "cifar100lt") == twin.stem
     assert (a["dataset.path"], b["dataset.path"]) == ("uoft-cs/cifar10", "uoft-cs/cifar100")
 
@@ -78,7 +87,10 @@ def test_cifar_config_is_a_dataset_base_plus_a_method_preset(path):
     data = yaml.safe_load(path.read_text())
     method = path.stem.split("-", 2)[2]
     base = "bases/cifar100-lt-resnet.yaml" if "cifar100lt" in path.name else "bases/cifar-lt-resnet.yaml"
-    assert data == {"base": [base, f"methods/{method}.yaml"], "name": path.stem}
+    own = {k: v for k, v in data.items() if k not in ("base", "name")}
+    assert data == {"base": [base, f"methods/{method}.yaml"], "name": path.stem, **own}
+    allowed = DATASET_SPECIFIC.get(method, set()) if "cifar100lt" in path.name else set()
+    assert set(flatten(own)) <= allowed, f"{path.name} sets more than its dataset base and method preset"
 
 
 def test_method_presets_hold_no_data_or_model_choice():
@@ -113,9 +125,10 @@ def test_digits_cells_resolve_as_before_the_presets():
     """Same settings as the digits suite's hand-written overrides; where a preset spells out a value the old cell
     left to its default (three losses' arguments, DRW's beta), the effective value is the same."""
     suite = _compare_methods().get_suite("digits", None)
-    assert sorted(c.method for c in suite.cells) == sorted(SNAPSHOT["digits_cells"])
+    assert sorted(c.method for c in suite.cells if c.method not in NEW_SINCE_SNAPSHOT) == sorted(
+        SNAPSHOT["digits_cells"])
     spelled_out = set()
-    for cell in suite.cells:
+    for cell in (c for c in suite.cells if c.method not in NEW_SINCE_SNAPSHOT):
         now, before = _now(_flat(load_config(CONFIGS / cell.config, cell.overrides))), _snapshot(
             SNAPSHOT["digits_cells"][cell.method])
         for key in {k for k in now if now[k] != before[k]}:

@@ -3,7 +3,7 @@
 from .augment import BatchTransform, normalize, random_crop_flip
 from .columns import detect_columns
 from .digits import DIGITS_MEAN, DIGITS_STD, load_digits_splits
-from .loader import EpochShuffleSampler, TensorImageDataset, make_loader
+from .loader import ClassBalancedSampler, EpochShuffleSampler, TensorImageDataset, make_loader
 from .longtail import LongTailSplit, indices_sha256, longtail_counts, make_longtail_split, shot_group
 from .prepare import PreparedData, prepare_data
 from .sources import ImageSplits, load_image_splits
@@ -11,6 +11,7 @@ from .sources import ImageSplits, load_image_splits
 __all__ = [
     "DIGITS_MEAN",
     "DIGITS_STD",
+    "ClassBalancedSampler",
     "EpochShuffleSampler",
     "BatchTransform",
     "ImageSplits",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["EpochShuffleSampler", "TensorImageDataset", "make_loader"]
+__all__ = ["ClassBalancedSampler", "EpochShuffleSampler", "TensorImageDataset", "make_loader"]
 
 
 class TensorImageDataset(Dataset):
@@ -56,23 +56,67 @@ class EpochShuffleSampler(Sampler[int]):
         return iter(torch.randperm(self.num_samples, generator=g).tolist())
 
 
+class ClassBalancedSampler(Sampler[int]):
+    """Class-aware sampling (Shen et al. 2016; Kang et al. ICLR 2020, used by MiSLAS's classifier stage): every class
+    is drawn equally often, whatever its size.
+
+    An epoch has ``K * n_max`` samples (``n_max``: the largest class), so it is as long as the balanced dataset
+    the largest class implies. The classes come in rounds, each round a fresh permutation of the ``K`` classes;
+    class ``c`` contributes its images in shuffled passes (a new permutation every time they are used up). As
+    :class:`EpochShuffleSampler`, the order depends only on ``(seed, epoch)``, so resuming mid-epoch is exact.
+    """
+
+    def __init__(self, labels: torch.Tensor, seed: int = 0) -> None:
+        labels = torch.as_tensor(labels).detach().cpu().long()
+        if labels.dim() != 1 or labels.numel() == 0:
+            raise ValueError("class-balanced sampling needs a non-empty 1-D tensor of labels")
+        self.by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()]
+        self.n_max = max(len(ix) for ix in self.by_class)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.by_class) * self.n_max
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        k = len(self.by_class)
+        rounds = torch.stack([torch.randperm(k, generator=g) for _ in range(self.n_max)])  # [n_max, K] class order
+        pools = []
+        for ix in self.by_class:  # n_max draws of each class: whole shuffled passes over its images
+            passes = -(-self.n_max // len(ix))
+            pools.append(torch.cat([ix[torch.randperm(len(ix), generator=g)] for _ in range(passes)])[:self.n_max])
+        pool = torch.stack(pools)  # [K, n_max]
+        # the r-th round draws the r-th image of every class's pool, in that round's class order
+        order = pool[rounds, torch.arange(self.n_max)[:, None].expand(-1, k)]
+        return iter(order.flatten().tolist())
+
+
 def _passthrough(batch):
     return batch
 
 
-def make_loader(dataset: TensorImageDataset, batch_size: int, *, train: bool, seed: int = 0) -> DataLoader:
+def make_loader(dataset: TensorImageDataset, batch_size: int, *, train: bool, seed: int = 0,
+                class_balanced: bool = False) -> DataLoader:
     """Epoch-seeded shuffled loader without the last incomplete batch for training; ordered, complete loader for
-    evaluation.
+    evaluation. ``class_balanced`` (training only): :class:`ClassBalancedSampler` instead of a plain shuffle.
 
     ``drop_last`` in training keeps BatchNorm away from size-1 batches (e.g. 1x1 maps in EfficientViT). Every
     loader has a private generator, so creating an iterator never draws from the global RNG that augmentation
     and dropout use (which would break bit-identical resumption).
     """
+    if class_balanced and not train:
+        raise ValueError("class-balanced sampling is for training loaders only")
+    sampler = (ClassBalancedSampler(dataset.labels, seed) if class_balanced
+               else EpochShuffleSampler(len(dataset), seed) if train else None)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochShuffleSampler(len(dataset), seed) if train else None,
-        drop_last=train and len(dataset) > batch_size,
+        sampler=sampler,
+        drop_last=train and len(sampler if sampler is not None else dataset) > batch_size,
         collate_fn=_passthrough,
         generator=torch.Generator().manual_seed(seed),
         num_workers=0,

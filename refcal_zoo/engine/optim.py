@@ -13,9 +13,19 @@ from ..errors import ConfigError
 __all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
 
 
-def build_optimizer(params: list[nn.Parameter] | nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(params: list[nn.Parameter] | list[dict] | nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov) or AdamW over the trainable parameters, optionally without weight decay
-    on biases and normalisation parameters (``wd_exclude_norm_bias``)."""
+    on biases and normalisation parameters (``wd_exclude_norm_bias``). ``params`` may also be a method's parameter
+    groups ``[{"params": [...], "lr_scale": x}, ...]`` (a group learns at ``cfg.lr * x``; the schedule scales
+    every group alike)."""
+    if isinstance(params, list) and params and isinstance(params[0], dict):
+        if cfg.wd_exclude_norm_bias:
+            raise ConfigError("wd_exclude_norm_bias is not supported with a method's own parameter groups; unset it")
+        groups = [{"params": list(g["params"]), "weight_decay": cfg.weight_decay,
+                   "lr": cfg.lr * float(g.get("lr_scale", 1.0))} for g in params]
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
     if isinstance(params, nn.Module):
         named = [(n, p) for n, p in params.named_parameters() if p.requires_grad]
     else:

@@ -213,6 +213,7 @@ class Trainer:
                                    class_counts=data.train_class_counts)
         for st in self.stages:
             BatchTransform(self.mean, self.std, augment=st.augment)  # validates augmentation names before writing
+            st.method.check_model(self.model)  # e.g. mislas needs a linear head: known now, not after stage 1
 
         # data stays uint8; on a GPU the whole (small) training set lives on the device and batches are gathered there
         on_gpu = accelerator.device.type == "cuda"
@@ -257,8 +258,9 @@ class Trainer:
             return
         accelerator.free_memory()  # checkpoints of this stage hold this stage's model and optimizer only
         module = method.wrap(self.model)
-        raw_loader = make_loader(self.train_set, st.train.batch_size, train=True, seed=cfg.train.seed + index)
-        optimizer = build_optimizer(module, st.train)
+        raw_loader = make_loader(self.train_set, st.train.batch_size, train=True, seed=cfg.train.seed + index,
+                                 class_balanced=st.sampler == "class_balanced")
+        optimizer = build_optimizer(method.param_groups(module) or module, st.train)
         module, optimizer, train_loader = accelerator.prepare(module, optimizer, raw_loader)
         scheduler = build_scheduler(optimizer, math.ceil(len(train_loader) / cfg.train.grad_accum_steps), st.train)
         step = StepContext(module, method, optimizer, scheduler,
@@ -475,7 +477,7 @@ def _run_record(cfg: Config, data: PreparedData, metrics: dict, ips: float, seco
     return RunRecord(
         name=cfg.name,
         method=MethodRecord(cfg.method.name, cfg.method.base_loss, dict(cfg.method.loss_args or {}),
-                            config_to_dict(cfg.method.supcon) if cfg.method.name != "plain" else None),
+                            config_to_dict(cfg.method.supcon) if cfg.method.name.startswith("refcal") else None),
         dataset=DatasetRecord(
             id=ident, kind=kind, config=data.source.get("config"),
             fingerprints=dict(data.source.get("fingerprints") or {}),

@@ -400,6 +400,10 @@ def _method_desc(method: MethodRecord | None) -> str:
     arg_text = f" ({', '.join(f'{k}={v}' for k, v in args.items())})" if args else ""
     if name == "plain":
         return f"plain training with the `{base}` loss{arg_text}"
+    if name == "mislas":
+        return (f"MiSLAS: stage 1 trains the network with mixup, stage 2 re-trains the classifier and a learnable "
+                f"per-class logit scale (folded into the published classifier) on the frozen encoder with "
+                f"class-balanced batches and the `{base}` loss{arg_text}")
     sup = method.supcon or {}
     if name == "refcal":
         return (f"two-stage RefCal: stage 1 trains the encoder with the supervised contrastive loss (temperature "
@@ -529,9 +533,9 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
         training_lines.append(f"Mixed precision: {record.precision.mixed_precision}"
                               + (", channels-last" if record.precision.channels_last else "") + ".")
     t = tc.get("train") or {}
-    two_stage = method is not None and method.name == "refcal" and bool(tc.get("stage2"))
+    two_stage = method is not None and method.name in ("refcal", "mislas") and bool(tc.get("stage2"))
     supcon_cfg = (tc.get("method") or {}).get("supcon") or {}
-    stage1_augment = supcon_cfg.get("augment") if two_stage else t.get("augment")
+    stage1_augment = supcon_cfg.get("augment") if two_stage and method.name == "refcal" else t.get("augment")
     if t:
         training_lines.append(
             f"{'Stage 1 optimiser' if two_stage else 'Optimiser'}: {t.get('optimizer')} (lr {t.get('lr')}, "
@@ -543,10 +547,12 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
             + f", augmentation {stage1_augment}, seed {t.get('seed')}.")
         if two_stage:
             s2 = tc["stage2"]
+            what = ("classifier and logit scale on the frozen encoder, class-balanced batches"
+                    if method.name == "mislas" else "linear classifier on the frozen encoder")
             training_lines.append(
-                f"Stage 2 optimiser (linear classifier on the frozen encoder): {s2.get('optimizer')} "
+                f"Stage 2 optimiser ({what}): {s2.get('optimizer')} "
                 f"(lr {s2.get('lr')}, weight decay {s2.get('weight_decay')}), batch {s2.get('batch_size')}, "
-                f"schedule {s2.get('schedule')}, "
+                f"{s2.get('epochs')} epochs, schedule {s2.get('schedule')}, "
                 f"augmentation {s2.get('augment')}.")
     elif budget is not None:
         training_lines.append(f"Batch {budget.batch_size}, lr {budget.lr}, schedule {budget.schedule}, "

@@ -1,4 +1,4 @@
-"""Training losses: supervised contrastive (RefCal), calibration losses and long-tail losses (LA, BS, LDAM).
+"""Training losses: supervised contrastive (RefCal), calibration losses and long-tail losses (LA, BS, LDAM, LAS).
 
 Every logits loss is an ``nn.Module`` with ``forward(logits [N, K], targets [N]) -> scalar`` and mean
 reduction over the batch; :class:`CRLLoss` additionally takes the samples' dataset ``indices``. Class flags
@@ -15,6 +15,7 @@ from .crl import CorrectnessHistory, CRLLoss
 from .dca import DCALoss
 from .distributed import all_gather_no_grad, all_gather_with_local_grad, is_distributed
 from .focal import FLSD53Loss, FocalLoss, focal_loss
+from .label_aware_smoothing import LabelAwareSmoothingLoss, label_aware_smoothing_factors
 from .label_smoothing import LabelSmoothingLoss, label_smoothing_loss
 from .logitnorm import LogitNormLoss
 from .longtail import BalancedSoftmaxLoss, LDAMLoss, LogitAdjustedLoss, drw_class_weights
@@ -43,6 +44,7 @@ __all__ = [
     "FLSD53Loss",
     "FocalLoss",
     "LDAMLoss",
+    "LabelAwareSmoothingLoss",
     "LabelSmoothingLoss",
     "LogitAdjustedLoss",
     "LogitNormLoss",
@@ -58,6 +60,7 @@ __all__ = [
     "focal_loss",
     "gather_features",
     "is_distributed",
+    "label_aware_smoothing_factors",
     "label_smoothing_loss",
     "mdca",
     "mmce_weighted",

@@ -13,6 +13,7 @@ from .ce import CELoss
 from .crl import CRLLoss
 from .dca import DCALoss
 from .focal import FLSD53Loss, FocalLoss
+from .label_aware_smoothing import LabelAwareSmoothingLoss
 from .label_smoothing import LabelSmoothingLoss
 from .logitnorm import LogitNormLoss
 from .longtail import BalancedSoftmaxLoss, LDAMLoss, LogitAdjustedLoss
@@ -39,6 +40,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "logitadjusted": LogitAdjustedLoss,
     "balancedsoftmax": BalancedSoftmaxLoss,
     "ldam": LDAMLoss,
+    "labelawaresmoothing": LabelAwareSmoothingLoss,
 }
 
 
@@ -60,11 +62,11 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
     """Instantiate a registered loss by name (case-insensitive, ``-``/``_`` ignored: ``"FLSD-53"`` works).
 
     Names: ``ce, ls, focal, flsd53, brier, mmce, dca, mdca, mbls, logitnorm, crl, adafocal`` and the long-tail
-    ``logit_adjusted, balanced_softmax, ldam`` (these need ``class_counts=``, the training images per class; the
-    trainer passes them). ``kwargs`` go to
-    the class constructor, e.g. ``build_loss("mdca", base="focal", gamma=1.0, beta=1.0)``, ``build_loss("crl",
-    num_samples=len(train_set))``. An unknown name or keyword raises ``ValueError`` listing the valid ones.
-    Check ``loss.needs_indices`` / ``loss.needs_validation`` to drive the loss correctly.
+    ``logit_adjusted, balanced_softmax, ldam, label_aware_smoothing`` (these need ``class_counts=``, the training
+    images per class; the trainer passes them). ``kwargs`` go to the class constructor, e.g. ``build_loss("mdca",
+    base="focal", gamma=1.0, beta=1.0)``, ``build_loss("crl", num_samples=len(train_set))``.
+    An unknown name or keyword raises ``ValueError`` listing the valid ones. Check
+    ``loss.needs_indices`` / ``loss.needs_validation`` to drive the loss correctly.
     """
     if not isinstance(name, str):
         raise ValueError(f"loss name must be a string, got {type(name).__name__}")

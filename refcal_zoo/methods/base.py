@@ -102,6 +102,14 @@ class Method:
     def to(self, device: torch.device) -> Method:
         return self
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ``ConfigError`` if the method cannot train ``model`` (called before any training)."""
+
+    def param_groups(self, module: nn.Module) -> list[dict] | None:
+        """Optimiser parameter groups of the wrapped ``module``, each ``{"params": [...], "lr_scale": x}`` (its
+        learning rate is the stage's times ``x``); ``None``: every trainable parameter at the stage's rate."""
+        return None
+
     def loss(self, module: nn.Module, batch: dict[str, torch.Tensor], transform: Transform):
         raise NotImplementedError
 
@@ -119,12 +127,14 @@ class Method:
 
 @dataclass
 class Stage:
-    """One training stage: a method, the optimisation settings it uses and its augmentation."""
+    """One training stage: a method, the optimisation settings it uses, its augmentation and its batch sampling
+    (``shuffle``, or ``class_balanced``: every class drawn equally often)."""
 
     name: str
     method: Method
     train: TrainConfig
     augment: str
+    sampler: str = "shuffle"
 
 
 def build_base_loss(name: str, args: dict[str, Any], num_train: int,
@@ -163,14 +173,16 @@ def _drw(train: TrainConfig, section: str, class_counts: list[int] | None) -> tu
 
 def build_stages(cfg: Config, num_train: int, *, world_size: int = 1,
                  class_counts: list[int] | None = None) -> list[Stage]:
-    """The stages of ``cfg.method``: plain and refcal_joint train in one stage, refcal in two.
+    """The stages of ``cfg.method``: plain and refcal_joint train in one stage, refcal and mislas in two.
 
     ``class_counts`` (training images per class) feed the long-tail losses and DRW (``train.drw_epoch``; for
-    two-stage refcal ``stage2.drw_epoch``, the stage whose classifier loss it re-weights). With ``world_size > 1``
-    (several processes) CRL's history is synchronised across ranks every step and SupCon is computed over the
-    global batch (features gathered from every rank)."""
+    two-stage refcal ``stage2.drw_epoch``, the stage whose classifier loss it re-weights). For mislas,
+    ``method.base_loss`` is the loss of stage 2 (label-aware smoothing); stage 1 is mixup cross-entropy.
+    With ``world_size > 1`` (several processes) CRL's history is synchronised across ranks every step and SupCon
+    is computed over the global batch (features gathered from every rank)."""
     sync = world_size > 1
     from .joint import RefCalJoint
+    from .mislas import ClassifierRetraining, MixupTraining
     from .plain import Plain
     from .two_stage import LinearProbe, SupConPretrain
 
@@ -178,8 +190,11 @@ def build_stages(cfg: Config, num_train: int, *, world_size: int = 1,
     if m.name == "refcal" and cfg.train.drw_epoch is not None:
         raise ConfigError("train.drw_epoch has no effect on refcal's contrastive stage (no classifier loss); set "
                           "stage2.drw_epoch to re-weight the classifier stage")
-    train = cfg.stage2 if m.name == "refcal" else cfg.train
-    section = "stage2" if m.name == "refcal" else "train"
+    if m.name == "mislas" and cfg.train.drw_epoch is not None:
+        raise ConfigError("train.drw_epoch has no effect on mislas (stage 1 is mixup cross-entropy); unset it")
+    two_stage = m.name in ("refcal", "mislas")
+    train = cfg.stage2 if two_stage else cfg.train
+    section = "stage2" if two_stage else "train"
     criterion = Criterion(build_base_loss(m.base_loss, m.loss_args, num_train, class_counts), sync=sync,
                           drw=_drw(train, section, class_counts))
     if m.name == "plain":
@@ -193,4 +208,11 @@ def build_stages(cfg: Config, num_train: int, *, world_size: int = 1,
                   cfg.train, m.supcon.augment),
             Stage("classifier", LinearProbe(criterion), cfg.stage2, cfg.stage2.augment),
         ]
-    raise ConfigError(f"unknown method.name '{m.name}' (choose plain, refcal or refcal_joint)")
+    if m.name == "mislas":
+        mixup = MixupTraining(Criterion(build_base_loss("ce", {}, num_train, class_counts)), m.mislas.mixup_alpha)
+        retrain = ClassifierRetraining(criterion, m.mislas.shift_bn, m.mislas.classifier_lr_scale)
+        return [
+            Stage("mixup", mixup, cfg.train, cfg.train.augment),
+            Stage("classifier", retrain, cfg.stage2, cfg.stage2.augment, sampler="class_balanced"),
+        ]
+    raise ConfigError(f"unknown method.name '{m.name}' (choose plain, refcal, refcal_joint or mislas)")
