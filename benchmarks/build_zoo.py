@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build the zoo: train every entry of a build suite at its recipe's budget, resumably, and publish each one.
 
-    python benchmarks/build_zoo.py --suite cifar10lt-full                 # this CPU: the four ResNet-32 entries
+    python benchmarks/build_zoo.py --suite cifar10lt-full                 # this CPU: 6 ResNet-32 + 2 short entries
     python benchmarks/build_zoo.py --suite cifar10lt-full-gpu --parallel 6   # one GPU: full recipes, seeds 0-2
     python benchmarks/build_zoo.py --suite cifar100lt-full --parallel 4    # Hub + a GPU: every CIFAR-100-LT entry
     python benchmarks/build_zoo.py --suite cifar10lt-full --list          # the queue and what is finished
@@ -70,11 +70,15 @@ def _cifar10lt_full(data: str, gpu: bool) -> BuildSuite:
                # two views: SupCon's positives then include the image's own other view, so every anchor - tail
                # classes with one image in the batch included - has a positive (one view leaves them out)
                Entry("resnet32-cifar10lt-refcal_joint", "resnet32-cifar10lt-refcal_joint.yaml"),
-               Entry("resnet32-cifar10lt-crl", "resnet32-cifar10lt-crl.yaml")]
+               # the long-tail baseline, then RefCal-joint on it (issue 16)
+               Entry("resnet32-cifar10lt-logit_adjusted", "resnet32-cifar10lt-logit_adjusted.yaml"),
+               Entry("resnet32-cifar10lt-crl", "resnet32-cifar10lt-crl.yaml"),
+               Entry("resnet32-cifar10lt-refcal_joint_la", "resnet32-cifar10lt-refcal_joint_la.yaml")]
     if gpu:
         entries.append(Entry("resnet32-cifar10lt-refcal", "resnet32-cifar10lt-refcal.yaml"))
         others = ["ls005", "ls01", "focal", "flsd53", "brier", "mmce", "dca", "mdca", "fl_mdca", "ls_mdca", "mbls",
-                  "logitnorm", "adafocal", "refcal_ls", "refcal_mmce", "refcal_crl"]
+                  "logitnorm", "adafocal", "refcal_ls", "refcal_mmce", "refcal_crl", "ldam_drw", "balanced_softmax",
+                  "mislas"]
         entries += [Entry(f"resnet32-cifar10lt-{m}", f"resnet32-cifar10lt-{m}.yaml") for m in others]
         entries += [Entry(f"wrn28_10-cifar10lt-{m}", f"resnet32-cifar10lt-{m}.yaml", ["model.arch=wrn28_10_cifar"])
                     for m in ("ce", "refcal_joint", "refcal")]
