@@ -203,7 +203,57 @@ def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
     }
     row.update({k: v for k, v in metrics.items() if k != "n"})
     row["n_test"] = metrics.get("n")
+    row.update(longtail_columns(run_dir, record.dataset.train_counts))
     return row
+
+
+#: frequency thirds of the long-tail tables: the most frequent 30% of classes, the rarest 30%, the rest (MiSLAS's
+#: CIFAR-10 head / medium / tail split 3 / 4 / 3; on CIFAR-10-LT at rho 10 every class has > 100 training images,
+#: so the usual many / medium / few shot groups put all ten classes in "many")
+THIRDS = ("head", "mid", "tail")
+CONFORMAL_ALPHA = 0.1
+
+
+def frequency_thirds(train_counts: list[int]) -> tuple[float, float]:
+    """``(hi, lo)`` count thresholds that split the classes as ``THIRDS`` in ``shot_groups``' terms (many = count >
+    hi, few = count < lo)."""
+    ranked = sorted(train_counts, reverse=True)
+    k = len(ranked)
+    n_edge = max(1, round(0.3 * k))
+    if 2 * n_edge >= k:  # keep a middle third (K = 2: head and the rest)
+        n_edge = max(1, (k - 1) // 2)
+    hi = float(ranked[n_edge])
+    return hi, min(hi, float(ranked[k - n_edge - 1]))
+
+
+def longtail_columns(run_dir: Path, train_counts: list[int] | None) -> dict:
+    """Accuracy per frequency third, and split conformal prediction (thr score, alpha 0.1, fitted on the run's
+    validation logits, evaluated on its test logits; marginal ``cp/`` and class-conditional ``cpcw/``): coverage and
+    mean set size overall and per third, and the worst class's coverage. Empty for runs without saved logits."""
+    import numpy as np
+
+    from refcal_zoo.calibration import conformal_report
+    from refcal_zoo.metrics import group_masks
+
+    val, test = run_dir / "val_predictions.npz", run_dir / "test_predictions.npz"
+    if not train_counts or not (val.is_file() and test.is_file()):
+        return {}
+    v, t = np.load(val), np.load(test)
+    thresholds = frequency_thirds(train_counts)
+    out: dict = {}
+    correct = t["logits"].argmax(1) == t["labels"]
+    masks = group_masks(t["labels"], train_counts, thresholds=thresholds, num_classes=t["logits"].shape[1])
+    for third, mask in zip(THIRDS, masks.values(), strict=True):
+        out[f"{third}/accuracy"] = float(correct[mask].mean()) if mask.any() else math.nan
+    for prefix, classwise in (("cp", False), ("cpcw", True)):
+        rep = conformal_report(v["logits"], v["labels"], t["logits"], t["labels"], CONFORMAL_ALPHA, train_counts,
+                               classwise=classwise, group_thresholds=thresholds)
+        out[f"{prefix}/coverage"], out[f"{prefix}/set_size"] = rep["coverage"], rep["set_size"]
+        out[f"{prefix}/worst_class_coverage"] = rep["min_class_coverage"]
+        for third, group in zip(THIRDS, ("many", "medium", "few"), strict=True):
+            out[f"{prefix}/{third}/coverage"] = rep[f"{group}/coverage"]
+            out[f"{prefix}/{third}/set_size"] = rep[f"{group}/set_size"]
+    return out
 
 
 def _display(path: Path) -> str:

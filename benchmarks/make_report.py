@@ -39,7 +39,8 @@ def suite_section(name: str) -> str:
         return head + "Not run yet.\n"
     done = f"{len(rows)} of {expected} (method, seed) cells finished"
     body = f"{done}.\n\n{compare.markdown_table(compare.summarize(rows))}\n"
-    extra = [findings_section(name), budget_section(name) if name.startswith("cifar10lt-budget") else ""]
+    extra = [findings_section(name), longtail_section(name),
+             budget_section(name) if name.startswith("cifar10lt-budget") else ""]
     body += "".join("\n" + part for part in extra if part)
     if (out / "corruptions").is_dir():
         body += "\nCorruption study (seed-0 models):\n\n" + compare.corruption_table(out) + "\n"
@@ -47,6 +48,29 @@ def suite_section(name: str) -> str:
         if (out / plot).is_file():
             body += f"\n![{plot}](../benchmarks/results/{name}/{plot})\n"
     return head + body
+
+
+LONGTAIL_KEYS = ("accuracy", "head/accuracy", "mid/accuracy", "tail/accuracy", "cp/coverage", "cp/set_size",
+                 "cp/tail/coverage", "cp/worst_class_coverage", "cpcw/coverage", "cpcw/set_size",
+                 "cpcw/tail/coverage", "cpcw/worst_class_coverage")
+
+
+def longtail_section(name: str) -> str:
+    """Accuracy per frequency third and split-conformal prediction sets per third, for the runs that saved their
+    validation and test logits (``compare_methods.longtail_columns``)."""
+    rows = [r for r in compare.read_results(RESULTS / name) if r.get("cp/coverage") not in (None, "")]
+    if not rows:
+        return ""
+    a = compare.CONFORMAL_ALPHA
+    text = (f"### Long tail and prediction sets on `{name}`\n\n"
+            "Accuracy on the test images of the most frequent 30% of classes (`head`), the rarest 30% (`tail`) and "
+            f"the rest (`mid`); split conformal prediction at alpha {a:g} (thr score on the raw logits, thresholds "
+            "fitted on the validation split, evaluated on test): `cp/` one threshold for all classes (coverage "
+            f"guaranteed >= {1 - a:g} over all test images), `cpcw/` one per class (guaranteed for every class). "
+            "`coverage` is the fraction of test labels inside their set, `set_size` the mean number of labels, "
+            "`worst_class_coverage` the lowest per-class coverage. Only the runs that saved their logits "
+            f"({len(rows)} cells) are included.\n\n")
+    return text + compare.markdown_table(compare.summarize(rows, keys=LONGTAIL_KEYS), keys=LONGTAIL_KEYS) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- comparisons

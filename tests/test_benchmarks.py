@@ -241,3 +241,46 @@ def test_gpu_bench_script_parses_and_refuses_a_machine_without_gpu(tmp_path):
                           env=dict(os.environ, OUT_DIR=str(tmp_path / "out")))
     assert proc.returncode == 2 and proc.stderr.startswith("error: no GPU")
     assert not (tmp_path / "out").exists()  # nothing written before the check
+
+
+def test_frequency_thirds_split_cifar10lt_as_mislas():
+    from refcal_zoo.metrics import shot_groups
+
+    cifar10lt = [4950, 3837, 2974, 2305, 1787, 1385, 1073, 832, 645, 500]  # rho 10, head class first
+    groups = shot_groups(cifar10lt, thresholds=compare.frequency_thirds(cifar10lt))
+    assert [g.tolist() for g in groups.values()] == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]
+    shuffled = [500, 4950, 832, 3837]  # order-free; 30% of 4 classes rounds to 1
+    assert [g.tolist() for g in shot_groups(shuffled, thresholds=compare.frequency_thirds(shuffled)).values()] == [
+        [1], [2, 3], [0]]
+
+
+def test_longtail_columns_against_a_hand_written_split_conformal(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    k, counts = 5, [400, 200, 100, 50, 20]
+    for split, n in (("val", 300), ("test", 500)):
+        labels = rng.integers(0, k, n)
+        logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[labels] * rng.uniform(0, 2, (n, 1))
+        np.savez(tmp_path / f"{split}_predictions.npz", logits=logits.astype(np.float32), labels=labels)
+    cols = compare.longtail_columns(tmp_path, counts)
+    v, t = np.load(tmp_path / "val_predictions.npz"), np.load(tmp_path / "test_predictions.npz")
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    scores = 1 - softmax(v["logits"].astype(np.float64))[np.arange(300), v["labels"]]
+    qhat = np.sort(scores)[math.ceil(301 * 0.9) - 1]  # the ceil((n+1)(1-alpha))-th smallest score
+    sets = 1 - softmax(t["logits"].astype(np.float64)) <= qhat
+    covered = sets[np.arange(500), t["labels"]]
+    assert cols["cp/coverage"] == pytest.approx(covered.mean())
+    assert cols["cp/set_size"] == pytest.approx(sets.sum(1).mean())
+    tail = np.isin(t["labels"], [3, 4])  # 30% of 5 classes rounds to 2: the two rarest
+    assert cols["cp/tail/coverage"] == pytest.approx(covered[tail].mean())
+    correct = t["logits"].argmax(1) == t["labels"]
+    assert cols["head/accuracy"] == pytest.approx(correct[np.isin(t["labels"], [0, 1])].mean())
+    assert cols["mid/accuracy"] == pytest.approx(correct[t["labels"] == 2].mean())
+    per_class = [covered[t["labels"] == c].mean() for c in range(k)]
+    assert cols["cp/worst_class_coverage"] == pytest.approx(min(per_class))
+    assert cols["cpcw/coverage"] > 0 and compare.longtail_columns(tmp_path / "missing", counts) == {}
