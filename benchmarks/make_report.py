@@ -263,9 +263,16 @@ def fullbudget_section(name: str) -> str:
     lines = [f"{len(rows)} of {expected} (entry, seed) cells finished.", "",
              compare.markdown_table(compare.summarize(rows)), ""]
     groups = [f"{g}/{k}" for g in ("many", "medium", "few") for k in SHOT_KEYS]
-    if any(groups[0] in r for r in rows):
+    shot = {g: {r.get(f"{g}/n") for r in rows} - {None, "", "0"} for g in ("medium", "few")}
+    if any(groups[0] in r for r in rows) and any(shot.values()):  # on CIFAR-10-LT every class is "many"
         lines += ["Per shot group (many > 100, medium 20-100, few < 20 training images per class):", "",
                   compare.markdown_table(compare.summarize(rows, groups), groups), ""]
+    with_sets = [r for r in rows if r.get("cp/coverage") not in (None, "")]
+    if with_sets:
+        lines += ["Per frequency third (head / tail: the 30% most / least frequent classes) and split-conformal "
+                  f"prediction sets at alpha {compare.CONFORMAL_ALPHA:g} (`cp/` one threshold, `cpcw/` one per "
+                  "class; fitted on validation, measured on test):", "",
+                  compare.markdown_table(compare.summarize(with_sets, LONGTAIL_KEYS), LONGTAIL_KEYS), ""]
     if max(seeds.values()) < 2:
         lines += ["Only one seed per entry has finished: every difference below is a single-run observation, not "
                   "an established effect (no interval can be formed).", ""]

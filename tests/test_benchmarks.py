@@ -284,3 +284,21 @@ def test_longtail_columns_against_a_hand_written_split_conformal(tmp_path):
     per_class = [covered[t["labels"] == c].mean() for c in range(k)]
     assert cols["cp/worst_class_coverage"] == pytest.approx(min(per_class))
     assert cols["cpcw/coverage"] > 0 and compare.longtail_columns(tmp_path / "missing", counts) == {}
+
+
+def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot_groups(tmp_path, monkeypatch):
+    rows = []
+    for entry, acc, tail, cov in (("resnet32-cifar10lt-ce", 0.86, 0.70, 0.89), ("resnet32-cifar10lt-logit_adjusted",
+                                                                               0.88, 0.82, 0.91)):
+        row = {"method": entry, "seed": "0", "train_seconds": "100", "accuracy": str(acc), "ece": "0.05",
+               "ts/ece": "0.02", "auroc_misclassification": "0.8", "many/accuracy": str(acc), "many/n": "10000",
+               "tail/accuracy": str(tail), "cp/coverage": str(cov), "cp/set_size": "1.2"}
+        rows.append(row)
+    suite = compare.get_suite("cifar10lt", "/data")
+    compare.write_results(tmp_path / "cifar10lt-full", suite, rows)
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.fullbudget_section("cifar10lt-full")
+    assert "Per shot group" not in text  # every CIFAR-10-LT class is "many": no table of empty groups
+    assert "Per frequency third" in text and "| logit_adjusted | 1 | 100 | 0.8800 | n/a | n/a | 0.8200 | 0.9100" in text
+    assert "MiSLAS (ResNet-32, 200 + 10 epochs) (published) | 0.9000 | 0.0120" in text
+    assert "| ours: logit_adjusted (1 seed) | 0.8800 | 0.0500 | 0.0200 |" in text
