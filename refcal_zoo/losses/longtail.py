@@ -155,8 +155,15 @@ class LDAMLoss(_CountsLoss):
     outputs ``s * cos``, so the published logits are the trained predictor's: with ``prescaled=True`` the loss takes
     such logits and is ``CE(z - s * Delta_y * onehot(y), y)``, the official ``CE(s * (cos - Delta_y))`` when
     ``z = s * cos`` (the zoo's LDAM-DRW preset). ``prescaled=False`` applies ``s`` to the logits as written above;
-    on an ordinary linear classifier's unbounded logits ``s = 30`` is unstable (digits-LT, ResNet-8, 12 epochs: 18%
-    test accuracy at ``s=30`` against 63% at ``s=1``), so use ``s = 1`` there (margins on the raw logit scale).
+    on an ordinary linear classifier's unbounded logits ``s = 30`` is unstable, so use ``s = 1`` there (margins on
+    the raw logit scale). Digits-LT, ResNet-8, 12 epochs, DRW from epoch 10, test accuracy measured once on CPU:
+    cosine head with ``s=30, prescaled`` 68.8%; linear head 57.2% at ``s=1``, 18.4% at ``s=30``::
+
+        accelerate launch recipes/train.py method.name=plain method.base_loss=ldam train.drw_beta=0.9999
+            train.epochs=12 train.drw_epoch=10 'method.loss_args={max_m: 0.5, s: 30.0, prescaled: true}'
+            'model.kwargs={classifier: cosine, cosine_scale: 30.0}'
+
+    (one command line; for the linear head drop ``model.kwargs`` and ``prescaled``).
     """
 
     def __init__(self, class_counts: Sequence[int] | Any, max_m: float = 0.5, s: float = 30.0,
