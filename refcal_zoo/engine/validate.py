@@ -41,11 +41,14 @@ def _model_kwargs_problems(cfg: Config) -> list[str]:
 
     from ..models import create_model
 
+    kwargs = {k: v for k, v in cfg.model.kwargs.items() if k not in ("pretrained", "checkpoint_path")}  # no I/O
     try:
         with torch.device("meta"):
-            create_model(cfg.model.arch, num_classes=cfg.model.num_classes or 2, **cfg.model.kwargs)
+            create_model(cfg.model.arch, num_classes=cfg.model.num_classes or 2, **kwargs)
     except (TypeError, ValueError) as exc:
         return [f"model.kwargs {cfg.model.kwargs} do not fit '{cfg.model.arch}': {exc}"]
+    except Exception:  # noqa: BLE001  (an architecture that cannot be built on the meta device: checked when built)
+        pass
     if cfg.model.kwargs.get("classifier") == "cosine" and cfg.method.base_loss == "ldam":
         args, scale = cfg.method.loss_args, cfg.model.kwargs.get("cosine_scale", 30.0)
         if not args.get("prescaled", False):
@@ -74,7 +77,7 @@ def registry_problems(cfg: Config) -> list[str]:
             create_model(arch)  # raises the ConfigError with close matches
         except ConfigError as exc:
             out.append(str(exc))
-    elif cfg.model.kwargs:
+    elif cfg.model.kwargs and ":" not in arch:  # a hub / local-dir arch would need its files: checked when built
         out += _model_kwargs_problems(cfg)
     if not any(p.startswith("method.") for p in config_problems(cfg)):
         try:
