@@ -73,10 +73,12 @@ _DIGITS_BUDGET = {"ldam_drw": ["train.drw_epoch=48"]}
 
 def preset_overrides(method: str, budget_keys: tuple[str, ...] = ("epochs", "drw_epoch")) -> list[str]:
     """``section.key=value`` overrides that apply a method preset (``recipes/configs/methods/<method>.yaml``) to
-    another recipe: its ``method.*`` keys but SupCon's, its ``train.*`` keys but the budget ones, and a
-    classifier-stage preset's ``stage2.*`` keys (mislas; two-stage refcal has recipes of its own)."""
+    another recipe: its ``method.*`` keys but SupCon's, its ``model.kwargs`` (LDAM-DRW's cosine classifier), its
+    ``train.*`` keys but the budget ones, and a classifier-stage preset's ``stage2.*`` keys (mislas; two-stage refcal
+    has recipes of its own)."""
     preset = read_config_yaml(CONFIGS / "methods" / f"{method}.yaml")
     out = [f"method.{k}={_yaml_value(v)}" for k, v in preset.get("method", {}).items() if k != "supcon"]
+    out += [f"model.kwargs={_yaml_value(preset['model']['kwargs'])}"] if "kwargs" in preset.get("model", {}) else []
     out += [f"train.{k}={_yaml_value(v)}" for k, v in preset.get("train", {}).items() if k not in budget_keys]
     if preset.get("method", {}).get("name") == "mislas":
         out += [f"stage2.{k}={_yaml_value(v)}" for k, v in preset.get("stage2", {}).items()]

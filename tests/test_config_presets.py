@@ -2,7 +2,8 @@
 (``recipes/configs/methods/``), and the benchmarks' digits suite takes its losses from the same presets.
 
 ``fixtures/resolved_configs.json`` holds every config's resolved settings (and every digits-suite cell's) as
-main's loader produced them from the flat files before the presets existed; each must still resolve to them.
+main's loader produced them from the flat files before the presets existed; each must still resolve to them. One
+intended change since: the ldam_drw entries train LDAM-DRW's cosine classifier at s 30 (``model.kwargs``).
 """
 
 from __future__ import annotations
@@ -99,13 +100,17 @@ def test_method_presets_hold_no_data_or_model_choice():
     for path in presets:
         sections = set(read_config_yaml(path))
         assert "method" in sections and sections <= {"method", "train", "stage2", "model"}, path.name
-        assert set(read_config_yaml(path).get("model", {})) <= {"proj_dim", "proj_hidden_dim"}, path.name
+        # no architecture: SupCon's projection sizes, or the head type (LDAM-DRW's cosine classifier) as kwargs
+        model = read_config_yaml(path).get("model", {})
+        assert set(model) <= {"proj_dim", "proj_hidden_dim", "kwargs"}, path.name
+        assert set(model.get("kwargs", {})) <= {"classifier", "cosine_scale"}, path.name
 
 
 def test_preset_overrides_apply_the_loss_not_the_budget():
     compare = _compare_methods()
-    assert compare.preset_overrides("ldam_drw") == ["method.name=plain", "method.base_loss=ldam",
-                                                   'method.loss_args={"max_m": 0.5, "s": 1.0}', "train.drw_beta=0.9999"]
+    assert compare.preset_overrides("ldam_drw") == [
+        "method.name=plain", "method.base_loss=ldam", 'method.loss_args={"max_m": 0.5, "s": 30.0, "prescaled": true}',
+        'model.kwargs={"classifier": "cosine", "cosine_scale": 30.0}', "train.drw_beta=0.9999"]
     # inherited from refcal_joint.yaml (base:), SupCon left to the recipe it is applied to
     assert compare.preset_overrides("refcal_joint_la") == [
         "method.name=refcal_joint", "method.base_loss=logit_adjusted", 'method.loss_args={"tau": 1.0}']

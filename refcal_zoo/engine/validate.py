@@ -34,6 +34,32 @@ def _tracker_problems(names: list[str]) -> list[str]:
     return out
 
 
+def _model_kwargs_problems(cfg: Config) -> list[str]:
+    """``model.kwargs`` the architecture refuses (an unknown name, a bad classifier type), found by building the
+    model on the meta device (no memory, no weights), and an LDAM loss on a cosine head that would scale twice."""
+    import torch
+
+    from ..models import create_model
+
+    kwargs = {k: v for k, v in cfg.model.kwargs.items() if k not in ("pretrained", "checkpoint_path")}  # no I/O
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model.arch, num_classes=cfg.model.num_classes or 2, **kwargs)
+    except (TypeError, ValueError) as exc:
+        return [f"model.kwargs {cfg.model.kwargs} do not fit '{cfg.model.arch}': {exc}"]
+    except Exception:  # noqa: BLE001  (an architecture that cannot be built on the meta device: checked when built)
+        pass
+    if cfg.model.kwargs.get("classifier") == "cosine" and cfg.method.base_loss == "ldam":
+        args, scale = cfg.method.loss_args, cfg.model.kwargs.get("cosine_scale", 30.0)
+        if not args.get("prescaled", False):
+            return ["method.loss_args: LDAM on a cosine classifier (model.kwargs.classifier: cosine) needs "
+                    "prescaled: true, since the head already multiplies by cosine_scale (see methods/ldam_drw.yaml)"]
+        if isinstance(args.get("s", 30.0), (int, float)) and float(args.get("s", 30.0)) != float(scale):
+            return [f"method.loss_args.s ({args.get('s', 30.0)}) must equal model.kwargs.cosine_scale ({scale}): "
+                    "prescaled LDAM assumes the logits are s * cos"]
+    return []
+
+
 def registry_problems(cfg: Config) -> list[str]:
     """The problems only the registries can see: architecture, loss name and arguments, method (when its own
     ranges are fine, so nothing is reported twice), trackers."""
@@ -51,6 +77,8 @@ def registry_problems(cfg: Config) -> list[str]:
             create_model(arch)  # raises the ConfigError with close matches
         except ConfigError as exc:
             out.append(str(exc))
+    elif cfg.model.kwargs and ":" not in arch:  # a hub / local-dir arch would need its files: checked when built
+        out += _model_kwargs_problems(cfg)
     if not any(p.startswith("method.") for p in config_problems(cfg)):
         try:
             # the loss (name, arguments) and the method's own checks, no training; placeholder class counts stand in

@@ -150,26 +150,42 @@ class LDAMLoss(_CountsLoss):
     Margins ``Delta_j = C / n_j^(1/4)`` with ``C`` set so that the largest (rarest class) is ``max_m = 0.5``;
     ``L = CE(s * (z - Delta_y * onehot(y)), y)`` with scale ``s = 30``. Pair with DRW (``train.drw_epoch: 160``).
 
-    The official CIFAR ResNet-32 uses LDAM with a cosine classifier (``NormedLinear``: ``z`` in ``[-1, 1]``); our
-    timm models end in an ordinary linear layer, so ``z`` is unbounded and the network learns logits about ``1/s``
-    of the scale its loss sees, and the ``s``-fold larger gradients make training unstable (digits-LT, ResNet-8,
-    12 epochs: 18% test accuracy at ``s=30`` against 63% at ``s=1``). The zoo's configs therefore use ``s=1``
-    (margins on the raw logit scale); ``s=30`` is for a cosine classifier.
+    The official CIFAR ResNet-32 feeds it the cosines ``z`` in ``[-1, 1]`` of a cosine classifier
+    (``NormedLinear``). Our cosine head (``timm.create_model(arch, classifier="cosine", cosine_scale=30)``) already
+    outputs ``s * cos``, so the published logits are the trained predictor's: with ``prescaled=True`` the loss takes
+    such logits and is ``CE(z - s * Delta_y * onehot(y), y)``, the official ``CE(s * (cos - Delta_y))`` when
+    ``z = s * cos`` (the zoo's LDAM-DRW preset). ``prescaled=False`` applies ``s`` to the logits as written above;
+    on an ordinary linear classifier's unbounded logits ``s = 30`` is unstable, so use ``s = 1`` there (margins on
+    the raw logit scale). Digits-LT, ResNet-8, 12 epochs, DRW from epoch 10, test accuracy measured once on CPU:
+    cosine head with ``s=30, prescaled`` 68.8%; linear head 57.2% at ``s=1``, 18.4% at ``s=30``::
+
+        accelerate launch recipes/train.py method.name=plain method.base_loss=ldam train.drw_beta=0.9999
+            train.epochs=12 train.drw_epoch=10 'method.loss_args={max_m: 0.5, s: 30.0, prescaled: true}'
+            'model.kwargs={classifier: cosine, cosine_scale: 30.0}'
+
+    (one command line; for the linear head drop ``model.kwargs`` and ``prescaled``).
     """
 
-    def __init__(self, class_counts: Sequence[int] | Any, max_m: float = 0.5, s: float = 30.0) -> None:
+    def __init__(self, class_counts: Sequence[int] | Any, max_m: float = 0.5, s: float = 30.0,
+                 prescaled: bool = False) -> None:
         super().__init__(class_counts)
         if float(max_m) < 0 or float(s) <= 0:
             raise ValueError(f"LDAM needs max_m >= 0 and s > 0, got max_m={max_m}, s={s}")
-        self.max_m, self.s = float(max_m), float(s)
+        if not isinstance(prescaled, bool):
+            raise ValueError(f"LDAM prescaled must be true (logits are already s * cos) or false, got {prescaled!r}")
+        self.max_m, self.s, self.prescaled = float(max_m), float(s), prescaled
         m = 1.0 / self.class_counts.pow(0.25)
         self.register_buffer("margins", (m * (self.max_m / m.max())).float(), persistent=False)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         z = self._check(logits, targets)
+        if self.prescaled:  # z = s * cos: subtract the scaled margin, as the official s * (cos - margin)
+            margin = self.s * self.margins.to(z)[targets]
+            return F.cross_entropy(z.scatter_add(1, targets[:, None], -margin[:, None]), targets,
+                                   weight=self._weight_for(z))
         margin = self.margins.to(z)[targets]
         z = z.scatter_add(1, targets[:, None], -margin[:, None])  # subtract the margin from the true class only
         return F.cross_entropy(self.s * z, targets, weight=self._weight_for(z))
 
     def extra_repr(self) -> str:
-        return f"max_m={self.max_m}, s={self.s}, num_classes={self.class_counts.shape[0]}"
+        return f"max_m={self.max_m}, s={self.s}, prescaled={self.prescaled}, num_classes={self.class_counts.shape[0]}"

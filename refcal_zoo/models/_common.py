@@ -1,4 +1,5 @@
-"""Shared pieces of the CIFAR model families: normalization constants and the default-cfg helper."""
+"""Shared pieces of the CIFAR model families: normalization constants, the default-cfg helper and the classifier
+heads (linear, or cosine as LDAM-DRW's ``NormedLinear``)."""
 
 from __future__ import annotations
 
@@ -37,22 +38,81 @@ def cifar_cfg(**kwargs: Any) -> dict[str, Any]:
     return cfg
 
 
+CLASSIFIERS = ("linear", "cosine")
+
+
+def check_classifier_args(classifier: str, cosine_scale: float) -> None:
+    """Raise a one-line ``ValueError`` for a classifier type other than ``CLASSIFIERS`` or a scale that is not > 0."""
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"classifier must be one of {', '.join(map(repr, CLASSIFIERS))}, got {classifier!r}")
+    if isinstance(cosine_scale, bool) or not isinstance(cosine_scale, (int, float)) or not cosine_scale > 0:
+        raise ValueError(f"cosine_scale must be a number > 0 (LDAM-DRW uses 30), got {cosine_scale!r}")
+
+
+class NormedLinear(nn.Module):
+    """Cosine classifier: ``scale * cos(x, w_j)`` for every class ``j``, no bias.
+
+    LDAM-DRW's ``NormedLinear`` (kaidic/LDAM-DRW ``models/resnet_cifar.py``:
+    ``F.normalize(x, dim=1).mm(F.normalize(self.weight, dim=0))``, weight ``uniform_(-1, 1).renorm_(2, 1, 1e-5)
+    .mul_(1e5)``), which its CIFAR ResNet-32 uses with the LDAM loss. Two differences, neither changing the function:
+    the weight is stored as ``[num_classes, in_features]`` (``nn.Linear``'s layout, so code that reads class rows of
+    ``fc.weight`` keeps working; the official layout is its transpose), and the output is multiplied by ``scale``
+    here rather than inside the loss, so the published logits are the ones the trained predictor's softmax used
+    (temperature scaling and calibration metrics see the trained scale). Pair with ``LDAMLoss(prescaled=True)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, scale: float = 30.0) -> None:
+        super().__init__()
+        check_classifier_args("cosine", scale)
+        self.in_features, self.out_features, self.scale = in_features, out_features, float(scale)
+        # every class vector uniform in [-1, 1]^d, then rescaled to unit norm (the official renorm_ + mul_)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1).renorm_(2, 0, 1e-5).mul_(1e5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}"
+
+
 class PooledLinearHead:
-    """timm's classifier interface for families ending in global pooling, optional dropout and a linear layer.
+    """timm's classifier interface for families ending in global pooling, optional dropout and a classifier layer.
 
     The model provides ``global_pool``, ``fc``, ``num_features``, ``num_classes``, ``drop_rate``,
-    ``grad_checkpointing`` and ``forward_features``.
+    ``grad_checkpointing``, ``forward_features``, and ``classifier_type`` / ``cosine_scale`` (set by
+    ``init_classifier``): ``"linear"`` is ``nn.Linear``, ``"cosine"`` a :class:`NormedLinear` whose logits are
+    ``cosine_scale * cos``.
     """
+
+    def init_classifier(self, num_classes: int, classifier: str = "linear", cosine_scale: float = 30.0) -> None:
+        """Check the classifier arguments and build ``self.fc`` (call once ``num_features`` is known)."""
+        check_classifier_args(classifier, cosine_scale)
+        self.classifier_type, self.cosine_scale = classifier, float(cosine_scale)
+        self.fc = self._new_classifier(num_classes)
+
+    def _new_classifier(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        if self.classifier_type == "cosine":
+            return NormedLinear(self.num_features, num_classes, self.cosine_scale)
+        return nn.Linear(self.num_features, num_classes)
+
+    def classifier_args(self) -> dict[str, Any]:
+        """The model arguments that rebuild this head (none for the default linear head): exports record them."""
+        if self.classifier_type == "linear":
+            return {}
+        return {"classifier": self.classifier_type, "cosine_scale": self.cosine_scale}
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new, freshly initialised classifier of the same type (linear or cosine, same scale)."""
         self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = self._new_classifier(num_classes)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

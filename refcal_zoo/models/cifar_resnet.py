@@ -1,7 +1,8 @@
 """CIFAR ResNets (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, section 4.2).
 
 A 3x3 stem with 16 channels, then three stages of ``n`` basic blocks at 16, 32 and 64 channels on 32x32,
-16x16 and 8x8 maps, global average pooling and a linear classifier: depth ``6n + 2``.
+16x16 and 8x8 maps, global average pooling and a linear classifier (or, with ``classifier="cosine"``, LDAM-DRW's
+cosine classifier ``NormedLinear`` scaled by ``cosine_scale``): depth ``6n + 2``.
 
 Shortcuts use **option A** of the paper (parameter free: stride-2 subsampling and zero-padding of the new
 channels), as He et al. did on CIFAR and as LDAM-DRW's ``resnet32`` does, so ResNet-32 with 10 classes has
@@ -60,6 +61,8 @@ class CifarResNet(PooledLinearHead, nn.Module):
         widths: tuple[int, int, int] = (16, 32, 64),
         global_pool: str = "avg",
         drop_rate: float = 0.0,
+        classifier: str = "linear",
+        cosine_scale: float = 30.0,
     ) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0:
@@ -83,9 +86,9 @@ class CifarResNet(PooledLinearHead, nn.Module):
             self.feature_info.append(dict(num_chs=width, reduction=2**i, module=f"layer{i + 1}"))
         self.num_features = self.head_hidden_size = in_chs
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_classifier(num_classes, classifier, cosine_scale)
 
-        for m in self.modules():
+        for m in self.modules():  # a cosine classifier keeps its own (LDAM-DRW) initialisation
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 

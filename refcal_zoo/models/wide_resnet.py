@@ -2,7 +2,8 @@
 
 WRN-d-k: ``n = (d - 4) / 6`` pre-activation basic blocks per group, widths 16k, 32k, 64k at strides 1, 2, 2
 after a 3x3 stem of 16 channels, a 1x1 projection shortcut where the shape changes, a final BN-ReLU,
-global average pooling and a linear classifier. Optional dropout between the two convolutions of a block.
+global average pooling and a linear classifier (``classifier="cosine"``: LDAM-DRW's cosine classifier, see
+``_common.NormedLinear``). Optional dropout between the two convolutions of a block.
 WRN-28-10 has 36,479,194 parameters with 10 classes.
 """
 
@@ -56,6 +57,8 @@ class WideResNet(PooledLinearHead, nn.Module):
         block_drop_rate: float = 0.0,
         global_pool: str = "avg",
         drop_rate: float = 0.0,
+        classifier: str = "linear",
+        cosine_scale: float = 30.0,
     ) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0:
@@ -84,7 +87,7 @@ class WideResNet(PooledLinearHead, nn.Module):
         self.feature_info[-1]["module"] = "act_final"
         self.num_features = self.head_hidden_size = in_chs
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_classifier(num_classes, classifier, cosine_scale)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
