@@ -113,8 +113,8 @@ def _cifar10lt(data: str) -> Suite:
     methods = {"ce": [], "ls005": [], "focal": [], "mmce": [], "mdca": [], "crl": [], "refcal": two_stage,
                "refcal_joint": [], "ldam_drw": ["train.drw_epoch=4"], "logit_adjusted": [], "balanced_softmax": [],
                "refcal_joint_la": [], "mislas": ["stage2.epochs=1"]}
-    # DRW at 80% of the 5 epochs, as 160 of 200; MiSLAS's classifier stage 1 epoch (class-balanced: ~4x the images
-    # of a training epoch, forward only), as its 10 epochs follow 200
+    # DRW at 80% of the 5 epochs, as 160 of 200; MiSLAS's classifier stage 1 epoch (forward-only through the frozen
+    # encoder) where the recipe has 10 after 200
     cells = [Cell(m, f"resnet32-cifar10lt-{m}.yaml", common + extra) for m, extra in methods.items()]
     return Suite("cifar10lt", cells, description="ResNet-20 on CIFAR-10-LT (rho 10, ../shared JPEG copy), 5 epochs "
                  "(two-stage RefCal: 5 + 5; MiSLAS: 5 + 1), cosine schedule, 3 seeds; corruption study of every "

@@ -60,18 +60,20 @@ class ClassBalancedSampler(Sampler[int]):
     """Class-aware sampling (Shen et al. 2016; Kang et al. ICLR 2020, used by MiSLAS's classifier stage): every class
     is drawn equally often, whatever its size.
 
-    An epoch has ``K * n_max`` samples (``n_max``: the largest class), so it is as long as the balanced dataset
-    the largest class implies. The classes come in rounds, each round a fresh permutation of the ``K`` classes;
-    class ``c`` contributes its images in shuffled passes (a new permutation every time they are used up). As
-    :class:`EpochShuffleSampler`, the order depends only on ``(seed, epoch)``, so resuming mid-epoch is exact.
+    The classes come in rounds, each round a fresh permutation of the ``K`` classes; class ``c`` contributes its
+    images in shuffled passes (a new permutation every time they are used up). An epoch has ``num_samples`` draws
+    (default: as many as there are images, as MiSLAS's stage 2, whose epoch stops after ``len(dataset)`` images).
+    As :class:`EpochShuffleSampler`, the order depends only on ``(seed, epoch)``, so resuming mid-epoch is exact.
     """
 
-    def __init__(self, labels: torch.Tensor, seed: int = 0) -> None:
+    def __init__(self, labels: torch.Tensor, seed: int = 0, num_samples: int | None = None) -> None:
         labels = torch.as_tensor(labels).detach().cpu().long()
         if labels.dim() != 1 or labels.numel() == 0:
             raise ValueError("class-balanced sampling needs a non-empty 1-D tensor of labels")
         self.by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()]
-        self.n_max = max(len(ix) for ix in self.by_class)
+        self.num_samples = int(num_samples) if num_samples is not None else labels.numel()
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         self.seed = int(seed)
         self.epoch = 0
 
@@ -79,20 +81,21 @@ class ClassBalancedSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.by_class) * self.n_max
+        return self.num_samples
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         k = len(self.by_class)
-        rounds = torch.stack([torch.randperm(k, generator=g) for _ in range(self.n_max)])  # [n_max, K] class order
+        n_rounds = -(-self.num_samples // k)
+        rounds = torch.stack([torch.randperm(k, generator=g) for _ in range(n_rounds)])  # [rounds, K] class order
         pools = []
-        for ix in self.by_class:  # n_max draws of each class: whole shuffled passes over its images
-            passes = -(-self.n_max // len(ix))
-            pools.append(torch.cat([ix[torch.randperm(len(ix), generator=g)] for _ in range(passes)])[:self.n_max])
-        pool = torch.stack(pools)  # [K, n_max]
+        for ix in self.by_class:  # n_rounds draws of each class: whole shuffled passes over its images
+            passes = -(-n_rounds // len(ix))
+            pools.append(torch.cat([ix[torch.randperm(len(ix), generator=g)] for _ in range(passes)])[:n_rounds])
+        pool = torch.stack(pools)  # [K, n_rounds]
         # the r-th round draws the r-th image of every class's pool, in that round's class order
-        order = pool[rounds, torch.arange(self.n_max)[:, None].expand(-1, k)]
-        return iter(order.flatten().tolist())
+        order = pool[rounds, torch.arange(n_rounds)[:, None].expand(-1, k)]
+        return iter(order.flatten()[:self.num_samples].tolist())
 
 
 def _passthrough(batch):

@@ -5,7 +5,8 @@ alpha)``, alpha 1; the loss ``lambda * CE(z, y_a) + (1 - lambda) * CE(z, y_b)``)
 (200 epochs, SGD lr 0.1, batch 128, wd 2e-4, x0.1 at epochs 160 and 180, 5 warm-up epochs).
 
 Stage 2 (:class:`ClassifierRetraining`, ``stage2.*``): the encoder is frozen (no gradient) and the classifier is
-re-trained for 10 epochs on class-balanced batches with label-aware smoothing (``method.base_loss``), together with
+re-trained for 10 epochs on class-balanced batches (an epoch: as many draws as training images, as the official
+loop) with label-aware smoothing (``method.base_loss``), together with
 a *learnable weight scaling* (LWS: one multiplier per class on the logits, initialised to 1). The classifier learns
 at ``classifier_lr_scale`` times the stage's rate (official ``lr_factor``), the scaling at the full rate (0.1,
 cosine). With ``shift_bn`` the encoder's BatchNorm layers stay in training mode, so their running statistics move
