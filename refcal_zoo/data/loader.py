@@ -33,15 +33,12 @@ class TensorImageDataset(Dataset):
         return {"image": self.images[idx], "label": self.labels[idx], "index": idx}
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A permutation that depends only on ``(seed, epoch)``: call ``set_epoch`` before each epoch.
+class _EpochSeededSampler(Sampler[int]):
+    """A sampler whose order depends only on ``(seed, epoch)``: call ``set_epoch`` before each epoch."""
 
-    Because the order of epoch e does not depend on what ran before, a run resumed in the middle of epoch e
-    sees exactly the batches an uninterrupted run sees (with the first ones skipped).
-    """
+    num_samples: int
 
-    def __init__(self, num_samples: int, seed: int = 0) -> None:
-        self.num_samples = num_samples
+    def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
         self.epoch = 0
 
@@ -51,12 +48,26 @@ class EpochShuffleSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.num_samples
 
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+
+class EpochShuffleSampler(_EpochSeededSampler):
+    """A permutation that depends only on ``(seed, epoch)``: call ``set_epoch`` before each epoch.
+
+    Because the order of epoch e does not depend on what ran before, a run resumed in the middle of epoch e
+    sees exactly the batches an uninterrupted run sees (with the first ones skipped).
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.num_samples = num_samples
+
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+        return iter(torch.randperm(self.num_samples, generator=self._generator()).tolist())
 
 
-class ClassBalancedSampler(Sampler[int]):
+class ClassBalancedSampler(_EpochSeededSampler):
     """Class-aware sampling (Shen et al. 2016; Kang et al. ICLR 2020, used by MiSLAS's classifier stage): every class
     is drawn equally often, whatever its size.
 
@@ -67,6 +78,7 @@ class ClassBalancedSampler(Sampler[int]):
     """
 
     def __init__(self, labels: torch.Tensor, seed: int = 0, num_samples: int | None = None) -> None:
+        super().__init__(seed)
         labels = torch.as_tensor(labels).detach().cpu().long()
         if labels.dim() != 1 or labels.numel() == 0:
             raise ValueError("class-balanced sampling needs a non-empty 1-D tensor of labels")
@@ -74,17 +86,9 @@ class ClassBalancedSampler(Sampler[int]):
         self.num_samples = int(num_samples) if num_samples is not None else labels.numel()
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = self._generator()
         k = len(self.by_class)
         n_rounds = -(-self.num_samples // k)
         rounds = torch.stack([torch.randperm(k, generator=g) for _ in range(n_rounds)])  # [rounds, K] class order

@@ -1,13 +1,14 @@
 """How a method trains: plain (one loss), refcal (two-stage SupCon then linear classifier), refcal_joint and mislas
 (mixup, then classifier re-training)."""
 
-from .base import Criterion, Method, Stage, build_base_loss, build_stages
+from .base import ClassifierMethod, Criterion, Method, Stage, build_base_loss, build_stages
 from .joint import RefCalJoint
 from .mislas import ClassifierRetraining, MixupTraining, ScaledClassifier, fold_logit_scale
 from .plain import Plain
 from .two_stage import FrozenEncoderClassifier, LinearProbe, SupConPretrain
 
 __all__ = [
+    "ClassifierMethod",
     "ClassifierRetraining",
     "Criterion",
     "FrozenEncoderClassifier",

@@ -12,7 +12,7 @@ from torch import nn
 from ..config import Config, TrainConfig
 from ..errors import ConfigError
 
-__all__ = ["Criterion", "Method", "Stage", "build_base_loss", "build_stages"]
+__all__ = ["ClassifierMethod", "Criterion", "Method", "Stage", "build_base_loss", "build_stages"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -123,6 +123,31 @@ class Method:
     def end_epoch(self, val_logits: torch.Tensor | None, val_labels: torch.Tensor | None) -> dict[str, float]:
         """Called after every epoch with the whole validation set's logits (None for non-classifier stages)."""
         return {}
+
+
+class ClassifierMethod(Method):
+    """A stage that trains a classifier with one ``Criterion`` on the (augmented) images: plain training, and the
+    classifier stages of the two-stage methods (which add how the model is wrapped)."""
+
+    def __init__(self, criterion: Criterion) -> None:
+        self.criterion = criterion
+
+    def to(self, device: torch.device) -> ClassifierMethod:
+        self.criterion.to(device)
+        return self
+
+    def start_epoch(self, epoch: int) -> None:
+        self.criterion.start_epoch(epoch)
+
+    def loss(self, module: nn.Module, batch: dict[str, torch.Tensor], transform: Transform):
+        logits = module(transform(batch["image"])).float()
+        return self.criterion(logits, batch["label"], batch["index"]), logits, batch["label"], {}
+
+    def after_step(self, batch, logits, labels) -> None:
+        self.criterion.after_step(logits, labels, batch["index"])
+
+    def end_epoch(self, val_logits, val_labels) -> dict[str, float]:
+        return self.criterion.end_epoch(val_logits, val_labels)
 
 
 @dataclass

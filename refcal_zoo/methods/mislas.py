@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Criterion, Method, Transform
+from .base import ClassifierMethod, Criterion, Method, Transform
 
 __all__ = ["ClassifierRetraining", "MixupTraining", "ScaledClassifier", "fold_logit_scale"]
 
@@ -97,11 +97,11 @@ class ScaledClassifier(nn.Module):
         return self.model.get_classifier()(feats) * self.scale
 
 
-class ClassifierRetraining(Method):
+class ClassifierRetraining(ClassifierMethod):
     name = "mislas:classifier"
 
     def __init__(self, criterion: Criterion, shift_bn: bool = False, classifier_lr_scale: float = 0.2) -> None:
-        self.criterion = criterion
+        super().__init__(criterion)
         self.shift_bn = shift_bn
         self.classifier_lr_scale = float(classifier_lr_scale)
 
@@ -128,20 +128,3 @@ class ClassifierRetraining(Method):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-
-    def to(self, device: torch.device) -> ClassifierRetraining:
-        self.criterion.to(device)
-        return self
-
-    def start_epoch(self, epoch: int) -> None:
-        self.criterion.start_epoch(epoch)
-
-    def loss(self, module: nn.Module, batch: dict[str, torch.Tensor], transform: Transform):
-        logits = module(transform(batch["image"])).float()
-        return self.criterion(logits, batch["label"], batch["index"]), logits, batch["label"], {}
-
-    def after_step(self, batch, logits, labels) -> None:
-        self.criterion.after_step(logits, labels, batch["index"])
-
-    def end_epoch(self, val_logits, val_labels) -> dict[str, float]:
-        return self.criterion.end_epoch(val_logits, val_labels)

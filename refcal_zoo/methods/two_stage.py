@@ -15,7 +15,7 @@ from torch import nn
 from ..config import SupConConfig
 from ..losses import SupConLoss, refinement_loss
 from ..models import ContrastiveClassifier
-from .base import Criterion, Method, Transform
+from .base import ClassifierMethod, Method, Transform
 
 __all__ = ["FrozenEncoderClassifier", "LinearProbe", "SupConPretrain"]
 
@@ -78,11 +78,8 @@ class FrozenEncoderClassifier(nn.Module):
         return self.model.get_classifier()(feats)
 
 
-class LinearProbe(Method):
+class LinearProbe(ClassifierMethod):
     name = "refcal:classifier"
-
-    def __init__(self, criterion: Criterion) -> None:
-        self.criterion = criterion
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return FrozenEncoderClassifier(model)
@@ -95,20 +92,3 @@ class LinearProbe(Method):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-
-    def to(self, device: torch.device) -> LinearProbe:
-        self.criterion.to(device)
-        return self
-
-    def start_epoch(self, epoch: int) -> None:
-        self.criterion.start_epoch(epoch)
-
-    def loss(self, module: nn.Module, batch: dict[str, torch.Tensor], transform: Transform):
-        logits = module(transform(batch["image"])).float()
-        return self.criterion(logits, batch["label"], batch["index"]), logits, batch["label"], {}
-
-    def after_step(self, batch, logits, labels) -> None:
-        self.criterion.after_step(logits, labels, batch["index"])
-
-    def end_epoch(self, val_logits, val_labels) -> dict[str, float]:
-        return self.criterion.end_epoch(val_logits, val_labels)
