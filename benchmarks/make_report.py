@@ -55,6 +55,10 @@ LONGTAIL_KEYS = ("accuracy", "head/accuracy", "mid/accuracy", "tail/accuracy", "
                  "cpcw/tail/coverage", "cpcw/worst_class_coverage")
 
 
+README_LONGTAIL_KEYS = ("tail/accuracy", "cp/coverage", "cp/set_size", "cp/tail/coverage", "cpcw/tail/coverage",
+                        "cpcw/worst_class_coverage")
+
+
 def longtail_section(name: str) -> str:
     """Accuracy per frequency third and split-conformal prediction sets per third, for the runs that saved their
     validation and test logits (``compare_methods.longtail_columns``)."""
@@ -426,6 +430,13 @@ def readme_section() -> str:
         if found:
             part += ("\n\nRefCal improved failure AUROC **and** ECE at equal-or-better accuracy (95% Welch intervals "
                      "over seeds)?\n\n" + "\n".join(f"- {answer(e)}" for e in found))
+        with_sets = [r for r in rows if r.get("cp/coverage") not in (None, "")]
+        if with_sets:
+            part += (f"\n\nLong tail and prediction sets (runs that saved their logits; `head`/`tail`: the 30% most /"
+                     f" least frequent classes; split conformal at alpha {compare.CONFORMAL_ALPHA:g}, `cp/` one "
+                     "threshold, `cpcw/` one per class; see docs/results.md):\n\n"
+                     + compare.markdown_table(compare.summarize(with_sets, README_LONGTAIL_KEYS),
+                                              README_LONGTAIL_KEYS))
         parts.append(part)
     return "\n\n".join(parts) if parts else "No suite has results yet."
 
