@@ -159,3 +159,43 @@ def test_cosine_ldam_drw_trains_on_digits(tmp_path):
     assert np.abs(test).max() <= 30.0 + 1e-3 and np.abs(test).max() > 1.0  # 30 * cos, not cos
     loaded = load_folder(result.run_dir)
     assert isinstance(loaded.model.get_classifier(), NormedLinear) and loaded.model.get_classifier().scale == 30.0
+
+
+def test_timm_tag_of_a_cosine_head_entry_rebuilds_its_head(tmp_path, monkeypatch):
+    """timm's pretrained cfgs carry no model arguments: the tag of a published cosine-head entry registers its head
+    arguments, which the model factory applies, so ``timm.create_model(tag, pretrained=True)`` loads its weights."""
+    from timm.models import _registry
+
+    from refcal_zoo.models._common import TAG_HEAD_ARGS
+    from refcal_zoo.zoo import tags
+    from refcal_zoo.zoo.index import ZooEntry
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet8_cifar", num_classes=10, classifier="cosine", cosine_scale=30.0).eval()
+    export_timm_folder(model, tmp_path / "resnet8-digitslt-ldam_drw", label_names=[str(i) for i in range(10)])
+    entry = ZooEntry(name="resnet8-digitslt-ldam_drw", arch="resnet8_cifar", num_classes=10,
+                     dataset={"id": "digits", "name": "digits-LT"}, method="plain", base_loss="ldam",
+                     sha256="0" * 64, status="published")
+    monkeypatch.setattr(tags, "weights_dir", lambda: tmp_path)
+    monkeypatch.setattr(tags, "load_index", lambda: {entry.name: entry})
+    monkeypatch.setitem(_registry._model_pretrained_cfgs, entry.timm_tag, None)  # restored after the test
+    monkeypatch.setattr(_registry, "_model_has_pretrained", set(_registry._model_has_pretrained))
+    try:
+        assert entry.timm_tag in tags.register_timm_tags()
+        assert TAG_HEAD_ARGS[entry.timm_tag] == {"classifier": "cosine", "cosine_scale": 30.0}
+        loaded = timm.create_model(entry.timm_tag, pretrained=True).eval()
+        assert isinstance(loaded.get_classifier(), NormedLinear)
+        x = torch.randn(3, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x))
+        plain = timm.create_model("resnet8_cifar", num_classes=10)  # no tag: the default linear head, as before
+        assert isinstance(plain.get_classifier(), torch.nn.Linear)
+    finally:
+        TAG_HEAD_ARGS.pop(entry.timm_tag, None)
+        default = _registry._model_default_cfgs.get("resnet8_cifar")
+        tag = entry.timm_tag.split(".", 1)[1]
+        if default is not None and tag in default.cfgs:
+            del default.cfgs[tag]
+            default.tags.remove(tag)
+        if entry.timm_tag in _registry._model_with_tags["resnet8_cifar"]:
+            _registry._model_with_tags["resnet8_cifar"].remove(entry.timm_tag)

@@ -40,6 +40,19 @@ def cifar_cfg(**kwargs: Any) -> dict[str, Any]:
 
 CLASSIFIERS = ("linear", "cosine")
 
+#: "arch.tag" -> the head arguments its weights need (e.g. a cosine classifier); filled by ``refcal_zoo.zoo.tags``
+#: for published entries, read by the model factories, so ``timm.create_model("resnet32_cifar.<tag>",
+#: pretrained=True)`` rebuilds the head the weights were trained with (timm's pretrained cfgs carry no model args)
+TAG_HEAD_ARGS: dict[str, dict[str, Any]] = {}
+
+
+def with_tag_head_args(variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus the head arguments registered for ``variant.<tag>`` when timm passes that tag as
+    ``pretrained_cfg`` (explicit arguments win)."""
+    tag = kwargs.get("pretrained_cfg")
+    extra = TAG_HEAD_ARGS.get(f"{variant}.{tag}") if isinstance(tag, str) else None
+    return {**extra, **kwargs} if extra else kwargs
+
 
 def check_classifier_args(classifier: str, cosine_scale: float) -> None:
     """Raise a one-line ``ValueError`` for a classifier type other than ``CLASSIFIERS`` or a scale that is not > 0."""

@@ -18,7 +18,7 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from ._common import PooledLinearHead, cifar_cfg
+from ._common import PooledLinearHead, cifar_cfg, with_tag_head_args
 
 __all__ = ["CifarResNet"]
 
@@ -98,6 +98,7 @@ class CifarResNet(PooledLinearHead, nn.Module):
 
 
 def _create_cifar_resnet(variant: str, depth: int, pretrained: bool = False, **kwargs) -> CifarResNet:
+    kwargs = with_tag_head_args(variant, kwargs)
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     return build_model_with_cfg(
         CifarResNet, variant, pretrained, depth=depth, feature_cfg=dict(out_indices=out_indices), **kwargs

@@ -15,7 +15,7 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from ._common import PooledLinearHead, cifar_cfg
+from ._common import PooledLinearHead, cifar_cfg, with_tag_head_args
 
 __all__ = ["WideResNet"]
 
@@ -101,6 +101,7 @@ class WideResNet(PooledLinearHead, nn.Module):
 
 
 def _create_wrn(variant: str, depth: int, widen: int, pretrained: bool = False, **kwargs) -> WideResNet:
+    kwargs = with_tag_head_args(variant, kwargs)
     out_indices = kwargs.pop("out_indices", (0, 1, 2))
     return build_model_with_cfg(
         WideResNet, variant, pretrained, depth=depth, widen_factor=widen,

@@ -5,7 +5,10 @@ its architecture (``resnet8_cifar.ce_digitslt``, ``resnet32_cifar.refcal_joint_c
 carries the entry's preprocessing and class names and points timm at the weights shipped inside the package
 (``file``), or at the entry's Hub repo (``hf_hub_id``) when none are shipped, so ``timm.create_model(tag,
 pretrained=True)`` returns the raw-logit classifier and ``timm.list_pretrained("*_cifar*")`` lists the tags.
-timm does not check sha256 pins: ``refcal_zoo.load(name)`` does.
+timm does not check sha256 pins: ``refcal_zoo.load(name)`` does. An entry whose head is not the default linear one
+(LDAM-DRW's cosine classifier) has its head arguments registered with the tag, so the CIFAR model factories
+rebuild that head (timm's pretrained cfgs cannot carry model arguments); for Hub-only entries ``hf-hub:`` reads
+them from ``config.json``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from dataclasses import fields, replace
 from timm.models import _registry
 from timm.models._pretrained import PretrainedCfg
 
+from ..models._common import TAG_HEAD_ARGS
 from .index import ZooEntry, load_index, weights_dir
 
 __all__ = ["pretrained_cfg_of", "register_timm_tags"]
 
 _CFG_FIELDS = {f.name for f in fields(PretrainedCfg)}
+_HEAD_ARGS = ("classifier", "cosine_scale")
 
 
 def pretrained_cfg_of(entry: ZooEntry) -> PretrainedCfg | None:
@@ -35,6 +40,9 @@ def pretrained_cfg_of(entry: ZooEntry) -> PretrainedCfg | None:
         values = {k: tuple(v) if isinstance(v, list) and k != "label_names" else v for k, v in values.items()}
         values.update(num_classes=entry.num_classes, file=str(folder / "model.safetensors"), hf_hub_id=None,
                       url=None, source=None)
+        head = {k: v for k, v in (config.get("model_args") or {}).items() if k in _HEAD_ARGS}
+        if head.get("classifier", "linear") != "linear":  # e.g. LDAM-DRW's cosine head: the factory rebuilds it
+            TAG_HEAD_ARGS[entry.timm_tag] = head
         return replace(arch_cfg, **values)
     hub_id = entry.repo_id + (f"@{entry.revision}" if entry.revision else "")
     return replace(arch_cfg, num_classes=entry.num_classes, hf_hub_id=hub_id, file=None, url=None, source=None)
