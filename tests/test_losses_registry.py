@@ -31,6 +31,7 @@ EXPECTED = {
     "logitadjusted",
     "balancedsoftmax",
     "ldam",
+    "labelawaresmoothing",
 }
 
 
