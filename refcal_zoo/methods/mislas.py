@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import ClassifierMethod, Criterion, Method, Transform
+from .two_stage import FrozenEncoderClassifier
 
 __all__ = ["ClassifierRetraining", "MixupTraining", "ScaledClassifier", "fold_logit_scale"]
 
@@ -71,30 +72,24 @@ def fold_logit_scale(model: nn.Module, scale: torch.Tensor) -> nn.Module:
     return model
 
 
-class ScaledClassifier(nn.Module):
-    """A timm classifier with a frozen encoder, a trainable classifier and a per-class logit scale (LWS)."""
+class ScaledClassifier(FrozenEncoderClassifier):
+    """A frozen-encoder classifier (only the classifier trains) with a per-class logit scale (LWS); with
+    ``shift_bn`` the encoder's BatchNorm layers stay in training mode, so their statistics follow the batches."""
 
     def __init__(self, model: nn.Module, shift_bn: bool = False) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.shift_bn = shift_bn
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in model.get_classifier().parameters():
-            p.requires_grad_(True)
         fc = model.get_classifier()
         self.scale = nn.Parameter(torch.ones(fc.out_features, device=fc.weight.device))
 
     def train(self, mode: bool = True) -> ScaledClassifier:
         super().train(mode)
-        self.model.train(mode and self.shift_bn)  # BatchNorm statistics follow the balanced batches only if shifted
+        self.model.train(mode and self.shift_bn)
         self.model.get_classifier().train(mode)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-        return self.model.get_classifier()(feats) * self.scale
+        return super().forward(x) * self.scale
 
 
 class ClassifierRetraining(ClassifierMethod):
