@@ -4,7 +4,8 @@
     python benchmarks/compare_methods.py --suite digits                 # every method on digits-LT (minutes)
     python benchmarks/compare_methods.py --suite digits --smoke         # 2 methods, 1 seed, 1 epoch (CI)
     python benchmarks/compare_methods.py --suite digits --parallel 4    # 4 (method, seed) cells at once
-    python benchmarks/compare_methods.py --suite cifar10lt              # reduced CPU budget, ~2 h on 2 cores
+    python benchmarks/compare_methods.py --suite cifar10lt              # reduced CPU budget, 5-15 min a cell on 2 cores
+    python benchmarks/compare_methods.py --suite cifar10lt --methods ce --retrain  # retrain recorded CE cells
     python benchmarks/compare_methods.py --suite cifar100lt-gpu         # the paper's full budget, one GPU
     python benchmarks/compare_methods.py --suite cifar10lt-budget       # CE / joint / two-stage at 3 wall-time budgets
 
@@ -168,6 +169,26 @@ def get_suite(name: str, data: str | None) -> Suite:
 
 
 # ---------------------------------------------------------------------------------------------------- running
+def pending_cells(cells: list[Cell], seeds: list[int], rows: dict, out: Path, retrain: bool = False
+                  ) -> list[tuple[Cell, int]]:
+    """The (cell, seed) pairs to run, seed-major (every method gets seed 0 first).
+
+    A cell recorded in ``results.csv`` is run only while its run folder exists (to resume it or re-read its row);
+    one recorded by an earlier session whose folder is gone is kept as it is, unless ``retrain``: then it trains
+    again, and its stale corruption report is removed so the study describes the new model."""
+    queue = []
+    for seed in seeds:
+        for cell in cells:
+            run_dir = out / "runs" / f"{cell.method}-s{seed}"
+            recorded = (cell.method, seed) in rows
+            if not recorded or run_dir.is_dir() or run_dir.with_name(run_dir.name + ".incomplete").is_dir():
+                queue.append((cell, seed))
+            elif retrain:
+                queue.append((cell, seed))
+                (out / "corruptions" / f"{cell.method}-s{seed}.json").unlink(missing_ok=True)
+    return queue
+
+
 def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str]) -> dict | None:
     """Train one cell (skipped if finished, resumed if interrupted); return its CSV row."""
     run_dir = out / "runs" / f"{cell.method}-s{seed}"
@@ -517,6 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="2 methods, 1 seed, 1 epoch: checks the machinery")
     ap.add_argument("--parallel", type=int, default=1, help="(method, seed) cells trained at once (default 1)")
     ap.add_argument("--plots", action="store_true", help="also draw the plots")
+    ap.add_argument("--retrain", action="store_true",
+                    help="also train the cells that results.csv records from a run folder that is gone (their "
+                         "new row replaces the old one when the run finishes; e.g. to save the logits that the "
+                         "long-tail and conformal columns read)")
     ap.add_argument("--launcher", default=None,
                     help="command prefix for each run (default: this python; e.g. 'accelerate launch')")
     args = ap.parse_args(argv)
@@ -532,9 +557,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                         else ""))
     launcher = args.launcher.split() if args.launcher else [sys.executable]
     rows = {(r["method"], int(r["seed"])): r for r in read_results(out)}  # resumable across sessions too
-    queue = [(cell, seed) for seed in seeds for cell in cells  # seed-major: every method gets seed 0 first
-             if (cell.method, seed) not in rows or (out / "runs" / f"{cell.method}-s{seed}").is_dir()]
-    # (a cell recorded in results.csv by an earlier session whose run folder is gone is not retrained)
+    queue = pending_cells(cells, seeds, rows, out, retrain=args.retrain)
     failed = []
     lock = threading.Lock()
 

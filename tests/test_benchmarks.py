@@ -174,6 +174,28 @@ def test_concurrent_processes_share_one_results_file(tmp_path):
     assert suite.command == "scripts/budget_sweep_gpu.sh" and (REPO / suite.command).is_file()
 
 
+def test_recorded_cells_whose_folder_is_gone_train_again_only_with_retrain(tmp_path):
+    """A cell in results.csv whose run folder an earlier session lost is kept as recorded, unless --retrain; an
+    interrupted retrain resumes from its .incomplete folder on the next plain call."""
+    suite = compare.get_suite("digits", None)
+    ce, ls = (next(c for c in suite.cells if c.method == m) for m in ("ce", "ls005"))
+    rows = {("ce", 0): {}, ("ce", 1): {}, ("ls005", 0): {}}  # recorded; only ls005-s0 still has its folder
+    (tmp_path / "runs" / "ls005-s0").mkdir(parents=True)
+    (tmp_path / "corruptions").mkdir()
+    (tmp_path / "corruptions" / "ce-s0.json").write_text("{}")  # the lost CE model's corruption study
+
+    def names(queue):
+        return [(c.method, s) for c, s in queue]
+
+    assert names(compare.pending_cells([ce, ls], [0, 1], rows, tmp_path)) == [("ls005", 0), ("ls005", 1)]
+    assert (tmp_path / "corruptions" / "ce-s0.json").is_file()
+    assert names(compare.pending_cells([ce, ls], [0, 1], rows, tmp_path, retrain=True)) == \
+        [("ce", 0), ("ls005", 0), ("ce", 1), ("ls005", 1)]  # seed-major
+    assert not (tmp_path / "corruptions" / "ce-s0.json").exists()  # redone for the new seed-0 model
+    (tmp_path / "runs" / "ce-s1.incomplete").mkdir()  # that retrain was interrupted
+    assert names(compare.pending_cells([ce], [0, 1], rows, tmp_path)) == [("ce", 1)]
+
+
 def test_device_agreement_pairs_the_same_cell_and_seed():
     gpu = [_budget_row("ce", 10, 0, 0.69, 24), _budget_row("ce", 10, 1, 0.70, 24), _budget_row("ce", 30, 0, 0.78, 72)]
     cpu = [_budget_row("ce", 10, 0, 0.70, 456)]
