@@ -41,7 +41,8 @@ def load_images(dataset: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
         return (torch.randint(0, 256, (20_431, 3, 32, 32), dtype=torch.uint8, generator=g),
                 torch.randint(0, 10, (20_431,), generator=g), "synthetic uint8 (20,431 x 3x32x32)")
     data = prepare_data(DatasetConfig(path=path, rho=10, val_per_class=50))
-    return data.train_images, data.train_labels, f"CIFAR-10-LT rho 10 from {path} ({len(data.train_labels)} images)"
+    what = f"CIFAR-10-LT rho 10 from the local folder {Path(path).name} ({len(data.train_labels)} images)"
+    return data.train_images, data.train_labels, what  # the folder's name, never a machine path
 
 
 def bench_model(model, opt, accelerator, batch_size, steps) -> float:

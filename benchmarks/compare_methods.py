@@ -401,6 +401,25 @@ def corruption_study(suite: Suite, cell: Cell, seed: int, out: Path, launcher_py
     print(f"[{suite.name}] corruption study of {cell.method} seed {seed}", flush=True)
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     (out / "logs" / f"{cell.method}-s{seed}-corrupt.log").write_text(proc.stdout)
+    if target.is_file():
+        portable_report(target)
+
+
+#: the fields of a ``refcal-zoo eval --json`` report that name places on the machine that ran it
+_REPORT_PATHS = ("model", "folder", "dataset")
+
+
+def portable_report(path: Path) -> None:
+    """Rewrite an eval report's paths for the repository: inside it, relative (as the CSVs); a dataset folder
+    outside it, by its name only (``local folder cifar10``), so committed results carry no machine paths."""
+    report = json.loads(path.read_text())
+    for key in _REPORT_PATHS:
+        value = report.get(key)
+        if not isinstance(value, str) or not os.path.isabs(value):
+            continue
+        where = Path(value)
+        report[key] = _display(where) if where.resolve().is_relative_to(REPO) else f"local folder {where.name}"
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def corruption_table(out: Path) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
+import re
 import subprocess
 import sys
 
@@ -194,6 +196,41 @@ def test_recorded_cells_whose_folder_is_gone_train_again_only_with_retrain(tmp_p
     assert not (tmp_path / "corruptions" / "ce-s0.json").exists()  # redone for the new seed-0 model
     (tmp_path / "runs" / "ce-s1.incomplete").mkdir()  # that retrain was interrupted
     assert names(compare.pending_cells([ce], [0, 1], rows, tmp_path)) == [("ce", 1)]
+
+
+def test_eval_reports_are_committed_without_machine_paths(tmp_path, monkeypatch):
+    """``portable_report`` turns a corruption report's run folder into a repository path and its dataset folder into
+    a name; other fields are untouched."""
+    monkeypatch.setattr(compare, "REPO", tmp_path / "repo")
+    run = tmp_path / "repo" / "benchmarks" / "results" / "s" / "runs" / "ce-s0"
+    run.mkdir(parents=True)
+    report = tmp_path / "ce-s0.json"
+    report.write_text(json.dumps({"model": str(run), "folder": str(run), "dataset": "/data/sets/cifar10",
+                                  "config": None, "n": 10, "sha256": "ab"}))
+    compare.portable_report(report)
+    assert json.loads(report.read_text()) == {
+        "model": "benchmarks/results/s/runs/ce-s0", "folder": "benchmarks/results/s/runs/ce-s0",
+        "dataset": "local folder cifar10", "config": None, "n": 10, "sha256": "ab"}
+
+
+_MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|root|home|tmp|Users|mnt|scratch)/[\w.-]+")
+
+
+def test_committed_results_cards_and_docs_carry_no_machine_paths():
+    """What we publish (results, cards, docs, the zoo index) never names a folder of the machine it was made on."""
+    try:
+        tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the tracked files are unknown")
+    roots = ("benchmarks/results/", "model_cards/", "docs/", "README.md", "refcal_zoo/zoo/")
+    offenders = []
+    for name in tracked.splitlines():
+        path = REPO / name
+        if not name.startswith(roots) or path.suffix in (".py", ".png", ".safetensors", ".npz") or not path.is_file():
+            continue
+        for match in _MACHINE_PATH.finditer(path.read_text(errors="replace")):
+            offenders.append(f"{name}: {match.group(0)}")
+    assert not offenders, offenders[:10]
 
 
 def test_device_agreement_pairs_the_same_cell_and_seed():
