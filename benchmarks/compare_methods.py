@@ -180,13 +180,18 @@ def pending_cells(cells: list[Cell], seeds: list[int], rows: dict, out: Path, re
     for seed in seeds:
         for cell in cells:
             run_dir = out / "runs" / f"{cell.method}-s{seed}"
-            recorded = (cell.method, seed) in rows
-            if not recorded or run_dir.is_dir() or run_dir.with_name(run_dir.name + ".incomplete").is_dir():
-                queue.append((cell, seed))
-            elif retrain:
-                queue.append((cell, seed))
+            lost = (cell.method, seed) in rows and not run_dir.is_dir() and not _incomplete(run_dir).is_dir()
+            if lost and not retrain:
+                continue
+            if lost:
                 (out / "corruptions" / f"{cell.method}-s{seed}.json").unlink(missing_ok=True)
+            queue.append((cell, seed))
     return queue
+
+
+def _incomplete(run_dir: Path) -> Path:
+    """Where the recipe keeps ``run_dir`` until the run finishes."""
+    return run_dir.with_name(run_dir.name + ".incomplete")
 
 
 def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str]) -> dict | None:
@@ -195,7 +200,7 @@ def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launch
     if not (run_dir / "metrics.json").is_file():
         overrides = [*cell.overrides, *(suite.smoke_overrides if smoke else []), f"train.seed={seed}",
                      f"name={cell.method}", f"output_dir={run_dir}"]
-        resume = ["--resume"] if (run_dir.with_name(run_dir.name + ".incomplete") / "checkpoints").is_dir() else []
+        resume = ["--resume"] if (_incomplete(run_dir) / "checkpoints").is_dir() else []
         cmd = [*launcher, str(REPO / "recipes" / "train.py"), "--config", str(CONFIGS / cell.config), *resume,
                *overrides]
         print(f"[{suite.name}] {cell.method} seed {seed}: {' '.join(cmd[len(launcher):])}", flush=True)
