@@ -213,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
              or cell.method in args.entries]  # seed-major: every entry gets its first seed first
     if args.list:
         for cell, seed in queue:
-            run_dir = out / "runs" / f"{cell.method}-s{seed}"
+            run_dir = compare.cell_run_dir(out, cell, seed)
             done = (run_dir / "metrics.json").is_file()
-            partial = (run_dir.with_name(run_dir.name + ".incomplete") / "checkpoints").is_dir()
+            partial = (compare.incomplete_dir(run_dir) / "checkpoints").is_dir()
             print(f"{'done' if done else 'partial' if partial else 'queued':8} {cell.method} seed {seed}")
         return 0
 

@@ -179,8 +179,8 @@ def pending_cells(cells: list[Cell], seeds: list[int], rows: dict, out: Path, re
     queue = []
     for seed in seeds:
         for cell in cells:
-            run_dir = out / "runs" / f"{cell.method}-s{seed}"
-            lost = (cell.method, seed) in rows and not run_dir.is_dir() and not _incomplete(run_dir).is_dir()
+            run_dir = cell_run_dir(out, cell, seed)
+            lost = (cell.method, seed) in rows and not run_dir.is_dir() and not incomplete_dir(run_dir).is_dir()
             if lost and not retrain:
                 continue
             if lost:
@@ -189,18 +189,23 @@ def pending_cells(cells: list[Cell], seeds: list[int], rows: dict, out: Path, re
     return queue
 
 
-def _incomplete(run_dir: Path) -> Path:
+def cell_run_dir(out: Path, cell: Cell, seed: int) -> Path:
+    """The run folder of one (method, seed) cell under a suite's results folder."""
+    return out / "runs" / f"{cell.method}-s{seed}"
+
+
+def incomplete_dir(run_dir: Path) -> Path:
     """Where the recipe keeps ``run_dir`` until the run finishes."""
     return run_dir.with_name(run_dir.name + ".incomplete")
 
 
 def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str]) -> dict | None:
     """Train one cell (skipped if finished, resumed if interrupted); return its CSV row."""
-    run_dir = out / "runs" / f"{cell.method}-s{seed}"
+    run_dir = cell_run_dir(out, cell, seed)
     if not (run_dir / "metrics.json").is_file():
         overrides = [*cell.overrides, *(suite.smoke_overrides if smoke else []), f"train.seed={seed}",
                      f"name={cell.method}", f"output_dir={run_dir}"]
-        resume = ["--resume"] if (_incomplete(run_dir) / "checkpoints").is_dir() else []
+        resume = ["--resume"] if (incomplete_dir(run_dir) / "checkpoints").is_dir() else []
         cmd = [*launcher, str(REPO / "recipes" / "train.py"), "--config", str(CONFIGS / cell.config), *resume,
                *overrides]
         print(f"[{suite.name}] {cell.method} seed {seed}: {' '.join(cmd[len(launcher):])}", flush=True)
@@ -397,7 +402,7 @@ def read_results(out: Path) -> list[dict]:
 def corruption_study(suite: Suite, cell: Cell, seed: int, out: Path, launcher_python: str) -> None:
     """Every metric per corruption x severity of the cell's selected model (``refcal-zoo eval --corrupt``)."""
     target = out / "corruptions" / f"{cell.method}-s{seed}.json"
-    run_dir = out / "runs" / f"{cell.method}-s{seed}"
+    run_dir = cell_run_dir(out, cell, seed)
     if target.is_file() or not (run_dir / "metrics.json").is_file():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
