@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from accelerate import Accelerator
 from refcal_zoo.config import SupConConfig, TrainConfig
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
 from refcal_zoo.engine import StepContext, build_optimizer, build_scheduler, train_one_epoch
-from refcal_zoo.engine.hardware import SpeedChoice, resolve_speed
+from refcal_zoo.engine.hardware import SpeedChoice, keep_freed_host_memory, resolve_speed
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain, SupConPretrain
 from refcal_zoo.models import CIFAR10_MEAN, CIFAR10_STD, create_model
@@ -132,11 +133,16 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also measure the compiled bare step (and compile time)")
     ap.add_argument("--processes", type=int, default=0, help="also run N concurrent loops and sum their img/s")
     ap.add_argument("--only-loop", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's malloc at its defaults on CPU (the trainer keeps freed memory; see "
+                         "bench_host_allocator.py)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     best = resolve_speed("auto", "auto", "auto", device)
+    # process-wide, as in the trainer, so (a), (b) and (c) all run with it; bench_host_allocator.py measures its gain
+    host_memory_kept = device.type == "cpu" and not args.default_allocator and keep_freed_host_memory()
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=best.mixed_precision)
     images, labels, what = load_images(args.dataset)
     if device.type == "cuda":  # as the trainer: the uint8 training set lives on the GPU
@@ -149,8 +155,11 @@ def main() -> None:
 
     ce = loop_for(Plain(Criterion(build_loss("ce"))), "crop_flip")
     if args.only_loop:
-        print(json.dumps({"loop_img_per_s": round(statistics.median(ce.run(args.steps)
-                                                                    for _ in range(args.repeats)), 1)}))
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        img_per_s = statistics.median(ce.run(args.steps) for _ in range(args.repeats))
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+        print(json.dumps({"loop_img_per_s": round(img_per_s, 1), "freed_host_memory_kept": host_memory_kept,
+                          "page_faults_per_step": round(faults / (args.steps * args.repeats))}))
         return
     benches = {"eager_fp32": BareStep(args.arch, args.batch_size, device, SpeedChoice("no", False, False)),
                "best_bare": BareStep(args.arch, args.batch_size, device, best), "loop": ce,
@@ -166,7 +175,8 @@ def main() -> None:
     result = {
         "arch": args.arch, "data": what, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"CPU ({torch.get_num_threads()} threads)", "torch": torch.__version__,
-        "native_bf16": best.mixed_precision == "bf16", "auto": vars_of(best), "batch_size": args.batch_size,
+        "native_bf16": best.mixed_precision == "bf16", "auto": vars_of(best),
+        "freed_host_memory_kept": host_memory_kept, "batch_size": args.batch_size,
         "steps": args.steps, "repeats": args.repeats,
         **{f"{k}_img_per_s": round(v, 1) for k, v in med.items()},
         "loop_over_eager_fp32": round(med["loop"] / med["eager_fp32"], 3),

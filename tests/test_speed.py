@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -119,3 +122,35 @@ def test_a_compiled_run_exports_plain_timm_weights(tmp_path):
     for weights in (out / "model.safetensors", out / "best" / "model.safetensors", out / "last" / "model.safetensors"):
         with safe_open(str(weights), "pt") as f:
             assert set(f.keys()) == reference, weights
+
+
+_FAULTS = """
+import resource, sys, torch
+from refcal_zoo.engine.hardware import keep_freed_host_memory
+if sys.argv[1] == "kept":
+    assert keep_freed_host_memory()
+def rounds(n):  # three 8 MiB blocks at once, written, then freed: glibc trims the heap's top after each round
+    for _ in range(n):
+        blocks = [torch.ones(2 * 1024 * 1024) for _ in range(3)]
+        del blocks
+rounds(2)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+rounds(5)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting applies to glibc only")
+def test_kept_host_memory_is_not_faulted_in_again(tmp_path):
+    """Page faults of repeated alloc/free rounds, in fresh processes: glibc's defaults against the trainer's."""
+    script = tmp_path / "faults.py"
+    script.write_text(_FAULTS)
+    faults = {mode: int(subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True,
+                                       check=True).stdout.split()[-1]) for mode in ("default", "kept")}
+    assert faults["default"] > 5 * 2048  # 5 rounds re-fault at least one 8 MiB block (2048 pages) each
+    assert faults["kept"] < faults["default"] / 4
+
+
+def test_host_memory_setting_is_skipped_off_glibc(monkeypatch):
+    monkeypatch.setattr(hardware.platform, "libc_ver", lambda: ("musl", "1.2"))
+    assert hardware.keep_freed_host_memory() is False
