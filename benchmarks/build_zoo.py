@@ -22,7 +22,6 @@ import argparse
 import importlib.util
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         for cell, seed in queue:
             run_dir = compare.cell_run_dir(out, cell, seed)
             done = (run_dir / "metrics.json").is_file()
-            partial = (compare.incomplete_dir(run_dir) / "checkpoints").is_dir()
+            partial = compare.resumable(run_dir)
             print(f"{'done' if done else 'partial' if partial else 'queued':8} {cell.method} seed {seed}")
         return 0
 
@@ -243,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{build.name}] publishing {cell.method} FAILED: {exc}", flush=True)
                     failed.append(f"{cell.method} (publish)")
 
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        for future in [pool.submit(work, cell, seed) for cell, seed in queue]:
-            future.result()
+    try:
+        compare.run_queue(queue, work, args.parallel)
+    except compare.CellInterrupted as exc:
+        print(exc, flush=True)
+        return 130
     if failed:
         print(f"[{build.name}] failed: {', '.join(failed)} (logs in {out / 'logs'})", flush=True)
     return 1 if failed else 0

@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from refcal_zoo.config import read_config_yaml
+from refcal_zoo.engine.checkpoint import complete_checkpoints
 from refcal_zoo.record import read_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,13 +201,30 @@ def incomplete_dir(run_dir: Path) -> Path:
     return run_dir.with_name(run_dir.name + ".incomplete")
 
 
+def resumable(run_dir: Path) -> bool:
+    """Whether an interrupted run of ``run_dir`` left a complete checkpoint to resume from (a run stopped while
+    setting up or writing its first checkpoint has none, and starts over)."""
+    return bool(complete_checkpoints(incomplete_dir(run_dir)))
+
+
+class CellInterrupted(Exception):
+    """A cell's training process was stopped by a signal (Ctrl-C, ``kill``): the queue stops; rerun to resume."""
+
+
+_INTERRUPTS = {-getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+
+
 def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str]) -> dict | None:
-    """Train one cell (skipped if finished, resumed if interrupted); return its CSV row."""
+    """Train one cell (skipped if finished, resumed if interrupted); return its CSV row, or None if it failed.
+
+    Raises ``CellInterrupted`` when the training process was stopped by a signal: that is the user stopping the
+    queue, not a failure of this cell, so the next cell must not start.
+    """
     run_dir = cell_run_dir(out, cell, seed)
     if not (run_dir / "metrics.json").is_file():
         overrides = [*cell.overrides, *(suite.smoke_overrides if smoke else []), f"train.seed={seed}",
                      f"name={cell.method}", f"output_dir={run_dir}"]
-        resume = ["--resume"] if (incomplete_dir(run_dir) / "checkpoints").is_dir() else []
+        resume = ["--resume"] if resumable(run_dir) else []
         cmd = [*launcher, str(REPO / "recipes" / "train.py"), "--config", str(CONFIGS / cell.config), *resume,
                *overrides]
         print(f"[{suite.name}] {cell.method} seed {seed}: {' '.join(cmd[len(launcher):])}", flush=True)
@@ -213,12 +232,43 @@ def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launch
         proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         (out / "logs").mkdir(parents=True, exist_ok=True)
         (out / "logs" / f"{cell.method}-s{seed}.log").write_text(proc.stdout)
+        if proc.returncode in _INTERRUPTS:
+            raise CellInterrupted(f"[{suite.name}] {cell.method} seed {seed} was stopped by "
+                                  f"{signal.Signals(-proc.returncode).name}; its checkpoints are kept: run the "
+                                  "same command again to resume")
         if proc.returncode != 0:
             print(f"[{suite.name}] {cell.method} seed {seed} FAILED (exit {proc.returncode}); see logs/", flush=True)
             return None
         print(f"[{suite.name}] {cell.method} seed {seed}: done in {time.time() - t0:.0f} s", flush=True)
     return read_row(suite, cell, seed, run_dir)
 
+
+def run_queue(queue: list[tuple[Cell, int]], work, parallel: int) -> None:
+    """Call ``work(cell, seed)`` for every queued cell, ``parallel`` at a time (threads: each cell is a subprocess).
+
+    A ``CellInterrupted`` (or Ctrl-C in this process) cancels the cells not yet started, waits for the running
+    ones, and is raised again.
+    """
+    stop = threading.Event()  # set before a worker thread can take the next cell off the pool's queue
+
+    def guarded(cell: Cell, seed: int) -> None:
+        if stop.is_set():
+            return
+        try:
+            work(cell, seed)
+        except CellInterrupted:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = [pool.submit(guarded, cell, seed) for cell, seed in queue]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -599,9 +649,11 @@ def main(argv: list[str] | None = None) -> int:
             rows[(cell.method, seed)] = row
             record_results(out, suite, rows)
 
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        for future in [pool.submit(work, cell, seed) for cell, seed in queue]:
-            future.result()
+    try:
+        run_queue(queue, work, args.parallel)
+    except CellInterrupted as exc:
+        print(exc, flush=True)
+        return 130
     if suite.data and not args.smoke:  # after every training cell: the 3-seed tables come first
         for cell in cells:
             corruption_study(suite, cell, seeds[0], out, sys.executable)

@@ -361,3 +361,50 @@ def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot
     assert "Per frequency third" in text and "| logit_adjusted | 1 | 100 | 0.8800 | n/a | n/a | 0.8200 | 0.9100" in text
     assert "MiSLAS (ResNet-32, 200 + 10 epochs) (published) | 0.9000 | 0.0120" in text
     assert "| ours: logit_adjusted (1 seed) | 0.8800 | 0.0500 | 0.0200 |" in text
+
+
+_LAUNCHER = """
+import os, signal, sys
+with open(sys.argv[1], "a") as fh:
+    fh.write(" ".join(sys.argv[2:]) + "\\n")
+if sys.argv[2] == "stop":
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # even where this test runs with SIGINT ignored (nohup ... &)
+    os.kill(os.getpid(), signal.SIGINT)
+sys.exit(1)
+"""
+
+
+def _recording_launcher(tmp_path, mode: str) -> tuple[str, object]:
+    """A launcher that records each cell's command line, then stops itself with SIGINT or fails (exit 1)."""
+    script, calls = tmp_path / "launcher.py", tmp_path / "calls.txt"
+    script.write_text(_LAUNCHER)
+    return f"{sys.executable} {script} {calls} {mode}", calls
+
+
+def test_a_cell_stopped_by_a_signal_stops_the_queue(tmp_path, capsys):
+    """Ctrl-C / kill of a training process is the user stopping the build: no further cell starts (a failed cell
+    only is skipped), and the exit status says so."""
+    launcher, calls = _recording_launcher(tmp_path, "stop")
+    args = ["--suite", "digits", "--methods", "ce", "ls005", "ls01", "--seeds", "0", "--out", str(tmp_path / "o")]
+    assert compare.main([*args, "--launcher", launcher]) == 130
+    assert len(calls.read_text().splitlines()) == 1
+    assert "ce seed 0 was stopped by SIGINT" in capsys.readouterr().out
+    calls.unlink()
+    launcher, calls = _recording_launcher(tmp_path, "fail")
+    assert compare.main([*args, "--launcher", launcher]) == 1  # failures: every cell is tried
+    assert len(calls.read_text().splitlines()) == 3
+
+
+def test_only_a_complete_checkpoint_is_resumed(tmp_path):
+    """A run killed before its first checkpoint finished writing starts over instead of failing on --resume."""
+    launcher, calls = _recording_launcher(tmp_path, "fail")
+    out = tmp_path / "o"
+    suite = compare.get_suite("digits", None)
+    cell = next(c for c in suite.cells if c.method == "ce")
+    ckpt = compare.incomplete_dir(compare.cell_run_dir(out, cell, 0)) / "checkpoints" / "step_5"
+    ckpt.mkdir(parents=True)  # being written: no trainer_state.json yet
+    for complete in (False, True):
+        if complete:
+            (ckpt / "trainer_state.json").write_text("{}")
+        assert compare.run_cell(suite, cell, 0, out, False, launcher.split()) is None
+        assert ("--resume" in calls.read_text().splitlines()[-1].split()) is complete
