@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                     "benchmarks/results/<suite> to keep the table in the repository while the runs live elsewhere")
     ap.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra overrides for every cell (e.g. a smoke budget); published entries record them")
-    ap.add_argument("--parallel", type=int, default=1, help="cells trained at once (default 1)")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="cells trained at once (default 1); each gets cores/N CPU threads (on a 2-core CPU, "
+                         "--parallel 2 trains 1.2x more images/s in total than one cell at a time)")
     ap.add_argument("--no-publish", action="store_true", help="train only; publish nothing")
     ap.add_argument("--list", action="store_true", help="show the queue and what is finished, then exit")
     ap.add_argument("--index", default=None, help="zoo index to edit (default: the package's)")
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
 
     def work(cell: compare.Cell, seed: int) -> None:
-        row = compare.run_cell(suite, cell, seed, out, False, launcher)
+        row = compare.run_cell(suite, cell, seed, out, False, launcher, threads=compare.threads_per_cell(args.parallel))
         with lock:  # one writer of results.csv and of the zoo index at a time
             if row is None:
                 failed.append(f"{cell.method} seed {seed}")

@@ -214,8 +214,24 @@ class CellInterrupted(Exception):
 _INTERRUPTS = {-getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
 
 
-def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str]) -> dict | None:
+def threads_per_cell(parallel: int) -> int | None:
+    """CPU threads for each of ``parallel`` concurrent cells: the cores shared out (None: one cell, torch's default).
+
+    N processes with the default thread count each would oversubscribe the cores (OpenMP collapses); sharing
+    them out is also faster in total than one process with all the threads: on 2 cores, two 1-thread ResNet-32
+    training loops summed 197 img/s against 157-164 for one 2-thread loop.
+    """
+    if parallel <= 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // parallel)
+
+
+def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str],
+             threads: int | None = None) -> dict | None:
     """Train one cell (skipped if finished, resumed if interrupted); return its CSV row, or None if it failed.
+
+    ``threads`` sets the run's ``OMP_NUM_THREADS`` unless the environment already does.
 
     Raises ``CellInterrupted`` when the training process was stopped by a signal: that is the user stopping the
     queue, not a failure of this cell, so the next cell must not start.
@@ -229,7 +245,10 @@ def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launch
                *overrides]
         print(f"[{suite.name}] {cell.method} seed {seed}: {' '.join(cmd[len(launcher):])}", flush=True)
         t0 = time.time()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env = dict(os.environ)
+        if threads is not None:
+            env.setdefault("OMP_NUM_THREADS", str(threads))
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         (out / "logs").mkdir(parents=True, exist_ok=True)
         (out / "logs" / f"{cell.method}-s{seed}.log").write_text(proc.stdout)
         if proc.returncode in _INTERRUPTS:
@@ -615,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="dataset path for the CIFAR suites (default ../shared copy)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results/<suite>)")
     ap.add_argument("--smoke", action="store_true", help="2 methods, 1 seed, 1 epoch: checks the machinery")
-    ap.add_argument("--parallel", type=int, default=1, help="(method, seed) cells trained at once (default 1)")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="(method, seed) cells trained at once (default 1); each gets cores/N CPU threads")
     ap.add_argument("--plots", action="store_true", help="also draw the plots")
     ap.add_argument("--retrain", action="store_true",
                     help="also train the cells that results.csv records from a run folder that is gone (their "
@@ -641,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.Lock()
 
     def work(cell: Cell, seed: int) -> None:
-        row = run_cell(suite, cell, seed, out, args.smoke, launcher)  # a subprocess: threads suffice
+        row = run_cell(suite, cell, seed, out, args.smoke, launcher,  # a subprocess: threads suffice
+                       threads=threads_per_cell(args.parallel))
         with lock:  # one writer of ``rows`` and results.csv at a time (record_results also locks the file)
             if row is None:
                 failed.append((cell.method, seed))

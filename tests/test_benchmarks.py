@@ -265,7 +265,8 @@ def test_parallel_runs_cells_concurrently_and_records_every_row(tmp_path, monkey
 
     active, peak, lock = [0], [0], threading.Lock()
 
-    def fake_cell(suite, cell, seed, out, smoke, launcher):
+    def fake_cell(suite, cell, seed, out, smoke, launcher, threads=None):
+        assert threads == compare.threads_per_cell(3)
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
@@ -366,7 +367,7 @@ def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot
 _LAUNCHER = """
 import os, signal, sys
 with open(sys.argv[1], "a") as fh:
-    fh.write(" ".join(sys.argv[2:]) + "\\n")
+    fh.write(" ".join(sys.argv[2:]) + f" OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\\n")
 if sys.argv[2] == "stop":
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # even where this test runs with SIGINT ignored (nohup ... &)
     os.kill(os.getpid(), signal.SIGINT)
@@ -408,3 +409,20 @@ def test_only_a_complete_checkpoint_is_resumed(tmp_path):
             (ckpt / "trainer_state.json").write_text("{}")
         assert compare.run_cell(suite, cell, 0, out, False, launcher.split()) is None
         assert ("--resume" in calls.read_text().splitlines()[-1].split()) is complete
+
+
+def test_concurrent_cells_share_the_cores_out(tmp_path, monkeypatch):
+    """N cells at once get cores // N threads each (N processes with every core each oversubscribe the CPU);
+    an OMP_NUM_THREADS the user set wins."""
+    monkeypatch.setattr(compare.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert [compare.threads_per_cell(n) for n in (1, 2, 6, 32)] == [None, 8, 2, 1]
+    launcher, calls = _recording_launcher(tmp_path, "fail")
+    suite = compare.get_suite("digits", None)
+    cell = next(c for c in suite.cells if c.method == "ce")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for threads, expected in ((3, "3"), (None, "None")):
+        compare.run_cell(suite, cell, 0, tmp_path / "o", False, launcher.split(), threads=threads)
+        assert calls.read_text().splitlines()[-1].endswith(f"OMP_NUM_THREADS={expected}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    compare.run_cell(suite, cell, 0, tmp_path / "o", False, launcher.split(), threads=3)
+    assert calls.read_text().splitlines()[-1].endswith("OMP_NUM_THREADS=5")
