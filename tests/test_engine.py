@@ -192,7 +192,8 @@ def test_bf16_on_cpu_and_tensorboard_and_selection(tmp_path):
     log = log_records(out)
     best_epoch = max(log, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
     assert block["selection"] == {"rule": "best_accuracy", "epoch": best_epoch}
-    assert block["budget"]["device"] == f"CPU, {torch.get_num_threads()} threads"  # what the timings ran on
+    n = torch.get_num_threads()
+    assert block["budget"]["device"] == f"CPU, {n} thread{'s' * (n != 1)}"  # what the timings ran on
     selected = [r["epoch"] for r in log if r.get("selected")]
     assert selected[-1] == best_epoch
     shutil.rmtree(out)

@@ -466,7 +466,8 @@ def _device_name(accelerator: Accelerator) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}{procs}"
     if device.type == "cpu":
-        return f"CPU, {torch.get_num_threads()} threads{procs}"
+        threads = torch.get_num_threads()
+        return f"CPU, {threads} thread{'s' if threads != 1 else ''}{procs}"
     return f"{device.type}{procs}"
 
 
