@@ -3,7 +3,8 @@
 
     python benchmarks/bench_train.py --json benchmarks/results/bench_train_cpu.json
     python benchmarks/bench_train.py --compile              # also time torch.compile of the bare step (slow on CPU)
-    python benchmarks/bench_train.py --processes 4          # GPU: 4 concurrent training loops, summed img/s
+    python benchmarks/bench_train.py --processes 4          # 4 concurrent training loops, summed img/s
+                                                            # (on CPU each gets cores/4 threads)
 
 Images per second for ResNet-32 on CIFAR-10-LT (the shared JPEG copy if found, else synthetic uint8 data):
   (a) eager_fp32   bare forward + backward + SGD step, fp32, NCHW, random float tensors already on the device;
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -111,7 +113,11 @@ def _concurrent(args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--only-loop", "--steps", str(args.steps), "--repeats", str(args.repeats),
            "--batch-size", str(args.batch_size), "--arch", args.arch]
     cmd += ["--dataset", args.dataset] if args.dataset else []
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    if not torch.cuda.is_available():  # CPU: share the cores out, as build_zoo/compare_methods --parallel do
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, cores // args.processes)))
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(args.processes)]
     each = []
     for p in procs:
@@ -120,7 +126,8 @@ def _concurrent(args: argparse.Namespace) -> dict:
         if p.returncode != 0 or not lines:  # say why, instead of an IndexError / JSONDecodeError
             raise SystemExit(f"error: a concurrent loop failed (exit {p.returncode}): {stderr.strip()[-2000:]}")
         each.append(json.loads(lines[-1])["loop_img_per_s"])
-    return {"processes": args.processes, "loop_img_per_s_each": each, "loop_img_per_s_sum": round(sum(each), 1)}
+    return {"processes": args.processes, "threads_each": env.get("OMP_NUM_THREADS"), "loop_img_per_s_each": each,
+            "loop_img_per_s_sum": round(sum(each), 1)}
 
 
 def main() -> None:

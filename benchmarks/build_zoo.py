@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra overrides for every cell (e.g. a smoke budget); published entries record them")
     ap.add_argument("--parallel", type=int, default=1,
                     help="cells trained at once (default 1); each gets cores/N CPU threads (on a 2-core CPU, "
-                         "--parallel 2 trains 1.2x more images/s in total than one cell at a time)")
+                         "--parallel 2 trains 1.08-1.22x more images/s in total than one cell at a time)")
     ap.add_argument("--no-publish", action="store_true", help="train only; publish nothing")
     ap.add_argument("--list", action="store_true", help="show the queue and what is finished, then exit")
     ap.add_argument("--index", default=None, help="zoo index to edit (default: the package's)")

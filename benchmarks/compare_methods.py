@@ -219,7 +219,7 @@ def threads_per_cell(parallel: int) -> int | None:
 
     N processes with the default thread count each would oversubscribe the cores (OpenMP collapses); sharing
     them out is also faster in total than one process with all the threads: on 2 cores, two 1-thread ResNet-32
-    training loops summed 197 img/s against 157-164 for one 2-thread loop.
+    training loops sum 1.08-1.22x the images/s of one 2-thread loop (``bench_train.py --processes 2``).
     """
     if parallel <= 1:
         return None
