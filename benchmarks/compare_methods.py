@@ -248,15 +248,20 @@ def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launch
         env = dict(os.environ)
         if threads is not None:
             env.setdefault("OMP_NUM_THREADS", str(threads))
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        (out / "logs").mkdir(parents=True, exist_ok=True)
-        (out / "logs" / f"{cell.method}-s{seed}.log").write_text(proc.stdout)
+        log = out / "logs" / f"{cell.method}-s{seed}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as fh:  # streamed, one section per attempt: a killed build keeps what its runs printed
+            fh.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd[len(launcher):])}\n")
+            fh.flush()
+            proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
         if proc.returncode in _INTERRUPTS:
             raise CellInterrupted(f"[{suite.name}] {cell.method} seed {seed} was stopped by "
                                   f"{signal.Signals(-proc.returncode).name}; its checkpoints are kept: run the "
                                   "same command again to resume")
         if proc.returncode != 0:
-            print(f"[{suite.name}] {cell.method} seed {seed} FAILED (exit {proc.returncode}); see logs/", flush=True)
+            last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
+            print(f"[{suite.name}] {cell.method} seed {seed} FAILED (exit {proc.returncode}): "
+                  f"{last[0] if last else '(no output)'} (whole log: {log})", flush=True)
             return None
         print(f"[{suite.name}] {cell.method} seed {seed}: done in {time.time() - t0:.0f} s", flush=True)
     return read_row(suite, cell, seed, run_dir)

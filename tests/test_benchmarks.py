@@ -245,9 +245,11 @@ def test_device_agreement_pairs_the_same_cell_and_seed():
 _TIMING = {"train_seconds", "run_dir"}  # what differs between two runs of the same cell
 
 
-def test_parallel_cells_give_the_same_rows_as_serial_ones(tmp_path):
-    """--parallel 2 trains the two smoke cells at once; training is deterministic on CPU, so every metric of every
-    row equals the serial run's."""
+def test_parallel_cells_give_the_same_rows_as_serial_ones(tmp_path, monkeypatch):
+    """--parallel 2 trains the two smoke cells at once; training is deterministic on CPU for a given thread count
+    (fixed here: --parallel would otherwise share the cores out), so every metric of every row equals the serial
+    run's."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     tables = {}
     for n in (1, 2):
         out = tmp_path / f"p{n}"
@@ -371,6 +373,7 @@ with open(sys.argv[1], "a") as fh:
 if sys.argv[2] == "stop":
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # even where this test runs with SIGINT ignored (nohup ... &)
     os.kill(os.getpid(), signal.SIGINT)
+print("error: the launcher says no", flush=True)
 sys.exit(1)
 """
 
@@ -394,6 +397,9 @@ def test_a_cell_stopped_by_a_signal_stops_the_queue(tmp_path, capsys):
     launcher, calls = _recording_launcher(tmp_path, "fail")
     assert compare.main([*args, "--launcher", launcher]) == 1  # failures: every cell is tried
     assert len(calls.read_text().splitlines()) == 3
+    assert "ce seed 0 FAILED (exit 1): error: the launcher says no (whole log: " in capsys.readouterr().out
+    log = (tmp_path / "o" / "logs" / "ce-s0.log").read_text().splitlines()  # both attempts, each with a header
+    assert [line[:4] for line in log] == ["=== ", "=== ", "erro"]
 
 
 def test_only_a_complete_checkpoint_is_resumed(tmp_path):
