@@ -36,7 +36,12 @@ from accelerate import Accelerator
 from refcal_zoo.config import SupConConfig, TrainConfig
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
 from refcal_zoo.engine import StepContext, build_optimizer, build_scheduler, train_one_epoch
-from refcal_zoo.engine.hardware import SpeedChoice, keep_freed_host_memory, resolve_speed
+from refcal_zoo.engine.hardware import (
+    SpeedChoice,
+    cpu_threads_per_process,
+    keep_freed_host_memory,
+    resolve_speed,
+)
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain, SupConPretrain
 from refcal_zoo.models import CIFAR10_MEAN, CIFAR10_STD, create_model
@@ -115,8 +120,7 @@ def _concurrent(args: argparse.Namespace) -> dict:
     cmd += ["--dataset", args.dataset] if args.dataset else []
     env = dict(os.environ)
     if not torch.cuda.is_available():  # CPU: share the cores out, as build_zoo/compare_methods --parallel do
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, cores // args.processes)))
+        env.setdefault("OMP_NUM_THREADS", str(cpu_threads_per_process(args.processes)))
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(args.processes)]
     each = []

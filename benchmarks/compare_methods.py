@@ -36,6 +36,7 @@ from pathlib import Path
 
 from refcal_zoo.config import read_config_yaml
 from refcal_zoo.engine.checkpoint import complete_checkpoints
+from refcal_zoo.engine.hardware import cpu_threads_per_process
 from refcal_zoo.record import read_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,16 +216,11 @@ _INTERRUPTS = {-getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP"
 
 
 def threads_per_cell(parallel: int) -> int | None:
-    """CPU threads for each of ``parallel`` concurrent cells: the cores shared out (None: one cell, torch's default).
+    """CPU threads for each of ``parallel`` concurrent cells (None for one cell: torch's default, every core).
 
-    N processes with the default thread count each would oversubscribe the cores (OpenMP collapses); sharing
-    them out is also faster in total than one process with all the threads: on 2 cores, two 1-thread ResNet-32
-    training loops sum 1.08-1.22x the images/s of one 2-thread loop (``bench_train.py --processes 2``).
+    On 2 cores two 1-thread ResNet-32 training loops sum 1.08-1.22x the images/s of one 2-thread loop.
     """
-    if parallel <= 1:
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // parallel)
+    return cpu_threads_per_process(parallel) if parallel > 1 else None
 
 
 def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str],

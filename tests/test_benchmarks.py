@@ -420,7 +420,9 @@ def test_only_a_complete_checkpoint_is_resumed(tmp_path):
 def test_concurrent_cells_share_the_cores_out(tmp_path, monkeypatch):
     """N cells at once get cores // N threads each (N processes with every core each oversubscribe the CPU);
     an OMP_NUM_THREADS the user set wins."""
-    monkeypatch.setattr(compare.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    from refcal_zoo.engine import hardware
+
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert [compare.threads_per_cell(n) for n in (1, 2, 6, 32)] == [None, 8, 2, 1]
     launcher, calls = _recording_launcher(tmp_path, "fail")
     suite = compare.get_suite("digits", None)

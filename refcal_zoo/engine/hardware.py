@@ -22,12 +22,13 @@ cast logits to float32; evaluation and temperature fitting run on float64 copies
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SpeedChoice", "keep_freed_host_memory", "native_bf16", "resolve_speed"]
+__all__ = ["SpeedChoice", "cpu_threads_per_process", "keep_freed_host_memory", "native_bf16", "resolve_speed"]
 
 # mallopt(3) parameters, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -89,3 +90,13 @@ def keep_freed_host_memory() -> bool:
     done = [mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX),  # fixing it also stops glibc's dynamic adjustment
             mallopt(_M_TRIM_THRESHOLD, 2**31 - 1), mallopt(_M_TOP_PAD, 64 * 1024 * 1024)]
     return all(r == 1 for r in done)
+
+
+def cpu_threads_per_process(processes: int) -> int:
+    """CPU threads for each of ``processes`` concurrent runs on this machine: its usable cores shared out.
+
+    With the default (every core each) N processes oversubscribe the CPU and OpenMP collapses; shared out, N runs
+    are also faster in total than one run with all the threads (``benchmarks/bench_train.py --processes``).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, processes))
