@@ -126,7 +126,7 @@ def as_compare_suite(build: BuildSuite) -> compare.Suite:
     """The same cells in ``compare_methods``' terms (its runner, results table and report read them)."""
     cells = [compare.Cell(e.name, e.config, [f"dataset.path={build.data_path}", *e.overrides]) for e in build.entries]
     return compare.Suite(build.name, cells, seeds=build.seeds, description=build.description,
-                         command=f"benchmarks/build_zoo.py --suite {build.name}")
+                         data=build.data_path, command=f"benchmarks/build_zoo.py --suite {build.name}")
 
 
 def check_publishable(build: BuildSuite, entries: list[Entry], index: str | None) -> None:
@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="cells trained at once (default 1); each gets cores/N CPU threads (on a 2-core CPU, "
                          "--parallel 2 trains 1.08-1.22x more images/s in total than one cell at a time)")
     ap.add_argument("--no-publish", action="store_true", help="train only; publish nothing")
+    ap.add_argument("--no-corruption-study", action="store_true",
+                    help="skip the corruption study of each entry's first seed (refcal-zoo eval --corrupt; its "
+                         "report goes to <results>/corruptions/ and into the report's full-budget verdict)")
     ap.add_argument("--list", action="store_true", help="show the queue and what is finished, then exit")
     ap.add_argument("--index", default=None, help="zoo index to edit (default: the package's)")
     ap.add_argument("--cards", default=str(REPO / "model_cards"))
@@ -243,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
                 except (Exception, SystemExit) as exc:  # one entry's failure does not stop the others
                     print(f"[{build.name}] publishing {cell.method} FAILED: {exc}", flush=True)
                     failed.append(f"{cell.method} (publish)")
+        if seed == build.seeds[0] and not args.no_corruption_study:  # outside the lock: it takes a while
+            compare.corruption_study(suite, cell, seed, out, sys.executable, reports=results,
+                                     threads=compare.threads_per_cell(args.parallel))
+            with lock:
+                compare.record_results(results, suite, rows)  # results.md gets the corruption table
 
     try:
         compare.run_queue(queue, work, args.parallel)

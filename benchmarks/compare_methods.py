@@ -469,9 +469,11 @@ def read_results(out: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def corruption_study(suite: Suite, cell: Cell, seed: int, out: Path, launcher_python: str) -> None:
-    """Every metric per corruption x severity of the cell's selected model (``refcal-zoo eval --corrupt``)."""
-    target = out / "corruptions" / f"{cell.method}-s{seed}.json"
+def corruption_study(suite: Suite, cell: Cell, seed: int, out: Path, launcher_python: str,
+                     reports: Path | None = None, threads: int | None = None) -> None:
+    """Every metric per corruption x severity of the cell's selected model (``refcal-zoo eval --corrupt``), written
+    to ``<reports or out>/corruptions/<cell>-s<seed>.json`` once (skipped when present)."""
+    target = (reports or out) / "corruptions" / f"{cell.method}-s{seed}.json"
     run_dir = cell_run_dir(out, cell, seed)
     if target.is_file() or not (run_dir / "metrics.json").is_file():
         return
@@ -479,8 +481,15 @@ def corruption_study(suite: Suite, cell: Cell, seed: int, out: Path, launcher_py
     cmd = [launcher_python, "-m", "refcal_zoo.cli", "eval", str(run_dir), "--dataset", suite.data, "--corrupt",
            "--json", str(target)]
     print(f"[{suite.name}] corruption study of {cell.method} seed {seed}", flush=True)
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ)
+    if threads is not None:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / "logs" / f"{cell.method}-s{seed}-corrupt.log").write_text(proc.stdout)
+    if proc.returncode != 0:
+        print(f"[{suite.name}] corruption study of {cell.method} seed {seed} FAILED (exit {proc.returncode}); "
+              f"see {out / 'logs' / f'{cell.method}-s{seed}-corrupt.log'}", flush=True)
     if target.is_file():
         portable_report(target)
 

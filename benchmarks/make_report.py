@@ -297,6 +297,9 @@ def fullbudget_section(name: str) -> str:
             lines.append(f"| ours: {method} ({seeds[method]} seed{'s' if seeds[method] > 1 else ''}) | "
                          f"{e['accuracy'][0]:.4f} | {e['ece'][0]:.4f} | {e['ts/ece'][0]:.4f} |")
         lines.append("")
+    if (RESULTS / name / "corruptions").is_dir():
+        lines += [f"Corruption study (seed {build.seeds[0]} of each entry; 10 corruptions x 5 severities of the "
+                  "test split):", "", compare.corruption_table(RESULTS / name), ""]
     return head + "\n".join(lines)
 
 

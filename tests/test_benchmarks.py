@@ -364,6 +364,14 @@ def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot
     assert "Per frequency third" in text and "| logit_adjusted | 1 | 100 | 0.8800 | n/a | n/a | 0.8200 | 0.9100" in text
     assert "MiSLAS (ResNet-32, 200 + 10 epochs) (published) | 0.9000 | 0.0120" in text
     assert "| ours: logit_adjusted (1 seed) | 0.8800 | 0.0500 | 0.0200 |" in text
+    assert "Corruption study" not in text
+    study = tmp_path / "cifar10lt-full" / "corruptions" / "resnet32-cifar10lt-ce-s0.json"
+    study.parent.mkdir()
+    study.write_text((REPO / "benchmarks" / "results" / "cifar10lt" / "corruptions" / "ce-s0.json").read_text())
+    mce = json.loads(study.read_text())["corruptions"]["summary"]["mean_corruption_error"]
+    text = report.fullbudget_section("cifar10lt-full")
+    assert "Corruption study (seed 0 of each entry" in text
+    assert re.search(rf"\| resnet32-cifar10lt-ce-s0 \| [0-9.]+ \| {mce:.4f} \|", text)  # clean acc, then mCE
 
 
 _LAUNCHER = """

@@ -87,6 +87,11 @@ def test_build_trains_records_and_publishes(built):
 
     retrain = load_config(REPO / entry.recipe, entry.overrides)  # the entry's recipe retrains what it names
     assert retrain.name == NAME and retrain.model.arch == "resnet8_cifar" and retrain.train.seed == 0
+    import json
+
+    study = json.loads((folder / "root" / "corruptions" / f"{NAME}-s0.json").read_text())  # of the first seed
+    assert len(study["corruptions"]["cells"]) == 50 and "/" not in study["folder"]  # 10 x 5; no machine path
+    assert "Corruptions (seed 0" in (folder / "root" / "results.md").read_text()
 
 
 def test_second_invocation_is_a_no_op(built, cifar100_tiny, monkeypatch, capsys):
