@@ -223,6 +223,14 @@ def threads_per_cell(parallel: int) -> int | None:
     return cpu_threads_per_process(parallel) if parallel > 1 else None
 
 
+def _env_with_threads(threads: int | None) -> dict[str, str]:
+    """This process's environment for a child run, with ``OMP_NUM_THREADS=threads`` unless the user set it."""
+    env = dict(os.environ)
+    if threads is not None:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    return env
+
+
 def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str],
              threads: int | None = None) -> dict | None:
     """Train one cell (skipped if finished, resumed if interrupted); return its CSV row, or None if it failed.
@@ -241,9 +249,7 @@ def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launch
                *overrides]
         print(f"[{suite.name}] {cell.method} seed {seed}: {' '.join(cmd[len(launcher):])}", flush=True)
         t0 = time.time()
-        env = dict(os.environ)
-        if threads is not None:
-            env.setdefault("OMP_NUM_THREADS", str(threads))
+        env = _env_with_threads(threads)
         log = out / "logs" / f"{cell.method}-s{seed}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as fh:  # streamed, one section per attempt: a killed build keeps what its runs printed
@@ -289,6 +295,7 @@ def run_queue(queue: list[tuple[Cell, int]], work, parallel: int) -> None:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
 
 def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -481,10 +488,8 @@ def corruption_study(suite: Suite, cell: Cell, seed: int, out: Path, launcher_py
     cmd = [launcher_python, "-m", "refcal_zoo.cli", "eval", str(run_dir), "--dataset", suite.data, "--corrupt",
            "--json", str(target)]
     print(f"[{suite.name}] corruption study of {cell.method} seed {seed}", flush=True)
-    env = dict(os.environ)
-    if threads is not None:
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=_env_with_threads(threads), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / "logs" / f"{cell.method}-s{seed}-corrupt.log").write_text(proc.stdout)
     if proc.returncode != 0:
