@@ -230,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     launcher = args.launcher.split() if args.launcher else [sys.executable]
     paths = {"index": args.index, "cards": args.cards, "publish_dir": args.publish_dir}
     failed = []
+    threads = compare.threads_per_cell(args.parallel)
 
     def work(cell: compare.Cell, seed: int) -> None:
-        row = compare.run_cell(suite, cell, seed, out, False, launcher, threads=compare.threads_per_cell(args.parallel))
+        row = compare.run_cell(suite, cell, seed, out, False, launcher, threads=threads)
         with lock:  # one writer of results.csv and of the zoo index at a time
             if row is None:
                 failed.append(f"{cell.method} seed {seed}")
@@ -246,9 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                 except (Exception, SystemExit) as exc:  # one entry's failure does not stop the others
                     print(f"[{build.name}] publishing {cell.method} FAILED: {exc}", flush=True)
                     failed.append(f"{cell.method} (publish)")
-        if seed == build.seeds[0] and not args.no_corruption_study:  # outside the lock: it takes a while
-            compare.corruption_study(suite, cell, seed, out, sys.executable, reports=results,
-                                     threads=compare.threads_per_cell(args.parallel))
+        if (seed == build.seeds[0] and not args.no_corruption_study  # outside the lock: it takes a while
+                and compare.corruption_study(suite, cell, seed, out, sys.executable, reports=results, threads=threads)):
             with lock:
                 compare.record_results(results, suite, rows)  # results.md gets the corruption table
 

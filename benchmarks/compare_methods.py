@@ -477,13 +477,13 @@ def read_results(out: Path) -> list[dict]:
 
 
 def corruption_study(suite: Suite, cell: Cell, seed: int, out: Path, launcher_python: str,
-                     reports: Path | None = None, threads: int | None = None) -> None:
+                     reports: Path | None = None, threads: int | None = None) -> bool:
     """Every metric per corruption x severity of the cell's selected model (``refcal-zoo eval --corrupt``), written
-    to ``<reports or out>/corruptions/<cell>-s<seed>.json`` once (skipped when present)."""
+    to ``<reports or out>/corruptions/<cell>-s<seed>.json`` once (skipped when present); True if it wrote one."""
     target = (reports or out) / "corruptions" / f"{cell.method}-s{seed}.json"
     run_dir = cell_run_dir(out, cell, seed)
     if target.is_file() or not (run_dir / "metrics.json").is_file():
-        return
+        return False
     target.parent.mkdir(parents=True, exist_ok=True)
     cmd = [launcher_python, "-m", "refcal_zoo.cli", "eval", str(run_dir), "--dataset", suite.data, "--corrupt",
            "--json", str(target)]
@@ -495,8 +495,10 @@ def corruption_study(suite: Suite, cell: Cell, seed: int, out: Path, launcher_py
     if proc.returncode != 0:
         print(f"[{suite.name}] corruption study of {cell.method} seed {seed} FAILED (exit {proc.returncode}); "
               f"see {out / 'logs' / f'{cell.method}-s{seed}-corrupt.log'}", flush=True)
-    if target.is_file():
-        portable_report(target)
+    if not target.is_file():
+        return False
+    portable_report(target)
+    return True
 
 
 #: the fields of a ``refcal-zoo eval --json`` report that name places on the machine that ran it
