@@ -4,7 +4,7 @@
     python benchmarks/build_zoo.py --suite cifar10lt-full                 # this CPU: 6 ResNet-32 + 2 short entries
     python benchmarks/build_zoo.py --suite cifar10lt-full-gpu --parallel 6   # one GPU: full recipes, seeds 0-2
     python benchmarks/build_zoo.py --suite cifar100lt-full --parallel 4    # Hub + a GPU: every CIFAR-100-LT entry
-    python benchmarks/build_zoo.py --suite cifar10lt-full --list          # the queue and what is finished
+    python benchmarks/build_zoo.py --suite cifar10lt-full --list          # the queue, what is finished, time left
 
 Each (entry, seed) cell is an ordinary recipe run (``recipes/train.py`` in a subprocess, the same machinery as
 ``compare_methods.py``) written to ``<root>/runs/<cell>-s<seed>/``; ``--root`` defaults to
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-corruption-study", action="store_true",
                     help="skip the corruption study of each entry's first seed (refcal-zoo eval --corrupt; its "
                          "report goes to <results>/corruptions/ and into the report's full-budget verdict)")
-    ap.add_argument("--list", action="store_true", help="show the queue and what is finished, then exit")
+    ap.add_argument("--list", action="store_true", help="show the queue, what is finished and how far interrupted "
+                    "cells got (with a rough time left), then exit")
     ap.add_argument("--index", default=None, help="zoo index to edit (default: the package's)")
     ap.add_argument("--cards", default=str(REPO / "model_cards"))
     ap.add_argument("--publish-dir", default=str(REPO / "publish"))
@@ -220,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = compare.cell_run_dir(out, cell, seed)
             done = (run_dir / "metrics.json").is_file()
             partial = compare.resumable(run_dir)
-            print(f"{'done' if done else 'partial' if partial else 'queued':8} {cell.method} seed {seed}")
+            state = "done" if done else "partial" if partial else "queued"
+            print(f"{state:8} {cell.method} seed {seed}" + (f": {compare.progress(run_dir)}" if partial else ""))
         return 0
 
     if not args.no_publish:

@@ -34,9 +34,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from refcal_zoo.config import read_config_yaml
+from refcal_zoo.config import load_config, read_config_yaml
 from refcal_zoo.engine.checkpoint import complete_checkpoints
 from refcal_zoo.engine.hardware import cpu_threads_per_process
+from refcal_zoo.methods import stage_plan
 from refcal_zoo.record import read_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,6 +207,30 @@ def resumable(run_dir: Path) -> bool:
     """Whether an interrupted run of ``run_dir`` left a complete checkpoint to resume from (a run stopped while
     setting up or writing its first checkpoint has none, and starts over)."""
     return bool(complete_checkpoints(incomplete_dir(run_dir)))
+
+
+def progress(run_dir: Path, recent: int = 5) -> str:
+    """How far the interrupted run of ``run_dir`` got, and the training time its current stage still needs at the
+    median images/s of its last ``recent`` epochs (validation and later stages not included), e.g.
+    ``epoch 59/200; ~5.6 h of training left at 140 img/s``. Empty when there is no interrupted run."""
+    stage_dir = incomplete_dir(run_dir)
+    if not (stage_dir / "config.yaml").is_file():
+        return ""
+    plan = stage_plan(load_config(stage_dir / "config.yaml", validate=False))
+    log = stage_dir / "log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    index = records[-1]["stage_index"] if records else 0
+    name, epochs = plan[index]
+    done = records[-1]["epoch"] if records else 0
+    text = f"{name + ' ' if len(plan) > 1 else ''}epoch {done}/{epochs}"
+    rates = sorted(r["images_per_second"] for r in records[-recent:] if r["stage_index"] == index)
+    lt = stage_dir / "lt_indices.json"
+    if rates and lt.is_file():
+        rate = rates[len(rates) // 2]
+        hours = (epochs - done) * sum(json.loads(lt.read_text())["train_counts"]) / rate / 3600
+        text += f"; ~{hours:.1f} h of training left at {rate:.0f} img/s"
+    later = ", ".join(f"{n} ({e} epochs)" for n, e in plan[index + 1:])
+    return text + (f", then {later}" if later else "")
 
 
 class CellInterrupted(Exception):

@@ -4,6 +4,7 @@ skip what is finished, resume what was interrupted (bit-identical), list the que
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -120,7 +121,7 @@ def test_interrupted_cell_is_resumed_bit_identically(built, cifar100_tiny, tmp_p
     stage = run.with_name(run.name + ".incomplete")
     assert not run.exists() and (stage / "checkpoints" / "step_5").is_dir()
     assert build_zoo.main(["--list", *build_args(cifar100_tiny, folder, index)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].split() == ["partial", NAME, "seed", "0"]
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["partial", NAME, "seed", "0:", "epoch", "0/1"]
     monkeypatch.delenv("REFCAL_ZOO_KILL_AT_BATCH")
     assert build_zoo.main(build_args(cifar100_tiny, folder, index)) == 0
     assert f"train.py --config {REPO / 'recipes' / 'configs' / NAME}.yaml --resume" in capsys.readouterr().out
@@ -170,3 +171,25 @@ def test_index_build_fields_match_the_build_suites():
             assert name in [e.name for e in suite.entries], (name, entry.build)
     for e in build_zoo.get_build_suite("cifar100lt-full", "DATA").entries:
         assert index[e.name].build == "cifar100lt-full" and (REPO / "recipes" / "configs" / e.config).is_file()
+
+
+def test_progress_of_an_interrupted_run_is_computed_from_its_log(tmp_path):
+    """The time left is (epochs left) x (training images) / (median images/s of the last 5 epochs), by hand."""
+    stage = tmp_path / "runs" / "x-s0.incomplete"
+    stage.mkdir(parents=True)
+    import yaml
+
+    from refcal_zoo.config import config_to_dict, load_config
+
+    cfg = load_config(REPO / "recipes" / "configs" / "resnet32-cifar10lt-refcal.yaml",
+                      ["train.epochs=200", "stage2.epochs=100"])  # as the run writes it: the whole config
+    (stage / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
+    (stage / "lt_indices.json").write_text(json.dumps({"train_counts": [3000, 600]}))
+    rates = [50, 10, 90, 60, 70, 80]  # the last five: median 70
+    (stage / "log.jsonl").write_text("".join(json.dumps({"step": e, "stage": "contrastive", "stage_index": 0,
+                                                         "epoch": e, "images_per_second": r}) + "\n"
+                                             for e, r in enumerate(rates, 1)))
+    hours = (200 - 6) * 3600 / 70 / 3600
+    assert build_zoo.compare.progress(tmp_path / "runs" / "x-s0") == (
+        f"contrastive epoch 6/200; ~{hours:.1f} h of training left at 70 img/s, then classifier (100 epochs)")
+    assert build_zoo.compare.progress(tmp_path / "runs" / "y-s0") == ""  # no interrupted run

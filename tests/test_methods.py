@@ -14,7 +14,7 @@ from refcal_zoo.config import Config, SupConConfig, TrainConfig, load_config
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
 from refcal_zoo.engine import StepContext, build_optimizer, build_scheduler, predict_logits, train_one_epoch
 from refcal_zoo.losses import build_loss
-from refcal_zoo.methods import Criterion, LinearProbe, Plain, RefCalJoint, SupConPretrain, build_stages
+from refcal_zoo.methods import Criterion, LinearProbe, Plain, RefCalJoint, SupConPretrain, build_stages, stage_plan
 
 from .conftest import REPO
 
@@ -119,6 +119,7 @@ def test_every_shipped_config_builds_its_stages():
         assert len(stages) == expected, path.name
         for st in stages:
             BatchTransform([0.5] * 3, [0.25] * 3, augment=st.augment)
+        assert stage_plan(cfg) == [(st.name, st.train.epochs) for st in stages], path.name  # what progress reads
 
 
 def test_bad_method_config():

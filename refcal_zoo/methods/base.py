@@ -196,6 +196,18 @@ def _drw(train: TrainConfig, section: str, class_counts: list[int] | None) -> tu
     return train.drw_epoch, drw_class_weights(class_counts, beta)
 
 
+TWO_STAGE_METHODS = {"refcal": ("contrastive", "classifier"), "mislas": ("mixup", "classifier")}  # stage names
+
+
+def stage_plan(cfg: Config) -> list[tuple[str, int]]:
+    """``(stage name, epochs)`` of each stage :func:`build_stages` makes for ``cfg.method``, building nothing
+    (e.g. to report a run's progress: the log's ``step`` counts epochs over all stages)."""
+    if cfg.method.name in TWO_STAGE_METHODS:
+        first, second = TWO_STAGE_METHODS[cfg.method.name]
+        return [(first, cfg.train.epochs), (second, cfg.stage2.epochs)]
+    return [("train", cfg.train.epochs)]
+
+
 def build_stages(cfg: Config, num_train: int, *, world_size: int = 1,
                  class_counts: list[int] | None = None) -> list[Stage]:
     """The stages of ``cfg.method``: plain and refcal_joint train in one stage, refcal and mislas in two.
@@ -217,7 +229,7 @@ def build_stages(cfg: Config, num_train: int, *, world_size: int = 1,
                           "stage2.drw_epoch to re-weight the classifier stage")
     if m.name == "mislas" and cfg.train.drw_epoch is not None:
         raise ConfigError("train.drw_epoch has no effect on mislas (stage 1 is mixup cross-entropy); unset it")
-    two_stage = m.name in ("refcal", "mislas")
+    two_stage = m.name in TWO_STAGE_METHODS
     train = cfg.stage2 if two_stage else cfg.train
     section = "stage2" if two_stage else "train"
     criterion = Criterion(build_base_loss(m.base_loss, m.loss_args, num_train, class_counts), sync=sync,
