@@ -264,7 +264,10 @@ def fullbudget_section(name: str) -> str:
     expected = len(build.entries) * len(build.seeds)
     rows = [{**r, "entry": r["method"], "method": _short_method(r["method"])} for r in rows]
     seeds = {m: len({r["seed"] for r in rows if r["method"] == m}) for m in {r["method"] for r in rows}}
-    lines = [f"{len(rows)} of {expected} (entry, seed) cells finished.", "",
+    finished = {(r["entry"], int(r["seed"])) for r in rows}
+    pending = [f"{e.name} seed {s}" for s in build.seeds for e in build.entries if (e.name, s) not in finished]
+    lines = [f"{len(rows)} of {expected} (entry, seed) cells finished"
+             + (f"; still to train: {', '.join(pending)}." if pending else "."), "",
              compare.markdown_table(compare.summarize(rows)), ""]
     groups = [f"{g}/{k}" for g in ("many", "medium", "few") for k in SHOT_KEYS]
     shot = {g: {r.get(f"{g}/n") for r in rows} - {None, "", "0"} for g in ("medium", "few")}
