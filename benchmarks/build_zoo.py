@@ -79,11 +79,7 @@ def _cifar10lt_full(data: str, gpu: bool) -> BuildSuite:
                   "logitnorm", "adafocal", "refcal_ls", "refcal_mmce", "refcal_crl", "ldam_drw", "balanced_softmax",
                   "mislas"]
         entries += [Entry(f"resnet32-cifar10lt-{m}", f"resnet32-cifar10lt-{m}.yaml") for m in others]
-        entries += [Entry(f"wrn28_10-cifar10lt-{m}", f"resnet32-cifar10lt-{m}.yaml", ["model.arch=wrn28_10_cifar"])
-                    for m in ("ce", "refcal_joint", "refcal")]
-        entries += [Entry(f"efficientvit_b0-cifar10lt-{m}", f"resnet32-cifar10lt-{m}.yaml",
-                          ["model.arch=efficientvit_b0_cifar", "train.optimizer=adamw", "train.lr=2e-3",
-                           "train.weight_decay=0.05", "train.schedule=cosine"]) for m in ("ce", "refcal_joint")]
+        entries += _other_backbones("cifar10lt")
         return BuildSuite("cifar10lt-full-gpu", entries, (0, 1, 2), ("uoft-cs/cifar10", "CIFAR-10-LT"), data,
                           "every CIFAR-10-LT entry at its recipe's full budget (LDAM-DRW: 200 epochs; two-stage "
                           "RefCal: 1000 SupCon + 100 linear epochs), seeds 0-2, for one GPU")
@@ -91,24 +87,34 @@ def _cifar10lt_full(data: str, gpu: bool) -> BuildSuite:
                          [f"train.epochs={_TWO_STAGE_CPU}"],
                          f"{_TWO_STAGE_CPU} SupCon epochs + 100 linear epochs: a reduced budget (the release trains "
                          "1000 SupCon epochs; `cifar10lt-full-gpu` builds that)"))
-    # the other backbones at budgets this CPU affords, named as reduced-budget entries
-    entries.append(Entry("wrn28_2-cifar10lt-ce_e30", "resnet32-cifar10lt-ce.yaml",
-                         ["model.arch=wrn28_2_cifar", "train.epochs=30", "train.schedule=cosine"],
-                         "30 epochs, cosine schedule: a reduced budget (the recipe trains 200)"))
-    entries.append(Entry("efficientvit_b0-cifar10lt-ce_e30", "resnet32-cifar10lt-ce.yaml",
-                         ["model.arch=efficientvit_b0_cifar", "train.epochs=30", "train.optimizer=adamw",
-                          "train.lr=2e-3", "train.weight_decay=0.05", "train.schedule=cosine"],
-                         "30 epochs, AdamW + cosine: a reduced budget (the recipe trains 200)"))
+    # the other backbones at budgets this CPU affords, named as reduced-budget entries: WRN-28-2 (the WRN-28-10
+    # recipe at a quarter of the width) and EfficientViT-B0, 30 epochs each
+    entries.append(Entry("wrn28_2-cifar10lt-ce_e30", "wrn28_10-cifar10lt-ce.yaml",
+                         ["model.arch=wrn28_2_cifar", "train.epochs=30", "train.schedule=cosine",
+                          "train.milestones=[]"],
+                         "WRN-28-2 instead of WRN-28-10, 30 epochs with a cosine schedule: a reduced budget (the "
+                         "recipe trains WRN-28-10 for 200 epochs)"))
+    entries.append(Entry("efficientvit_b0-cifar10lt-ce_e30", "efficientvit_b0-cifar10lt-ce.yaml", ["train.epochs=30"],
+                         "30 epochs: a reduced budget (the recipe trains 200)"))
     return BuildSuite("cifar10lt-full", entries, (0,), ("uoft-cs/cifar10", "CIFAR-10-LT"), data,
                       "ResNet-32 on CIFAR-10-LT (rho 10) at the recipes' budgets on a CPU (two-stage RefCal: "
                       f"{_TWO_STAGE_CPU} SupCon epochs), seed 0; reduced-budget WRN-28-2 and EfficientViT-B0 entries")
 
 
+def _other_backbones(dataset: str) -> list[Entry]:
+    """The WideResNet-28-10 and EfficientViT-B0 entries of ``dataset`` (cifar10lt / cifar100lt) at full budget."""
+    names = [f"wrn28_10-{dataset}-{m}" for m in ("ce", "refcal_joint", "refcal")]
+    names += [f"efficientvit_b0-{dataset}-{m}" for m in ("ce", "refcal_joint")]
+    return [Entry(name, f"{name}.yaml") for name in names]
+
+
 def _cifar100lt_full(data: str) -> BuildSuite:
     methods = ["ce", "crl", "refcal_joint", "refcal", "ls005", "focal", "mmce", "mdca"]
     entries = [Entry(f"resnet32-cifar100lt-{m}", f"resnet32-cifar100lt-{m}.yaml") for m in methods]
+    entries += _other_backbones("cifar100lt")
     return BuildSuite("cifar100lt-full", entries, (0, 1, 2), ("uoft-cs/cifar100", "CIFAR-100-LT"), data,
-                      "ResNet-32 on CIFAR-100-LT (rho 10) at the recipes' full budgets, seeds 0-2, for one GPU "
+                      "ResNet-32 (eight methods), WRN-28-10 and EfficientViT-B0 on CIFAR-100-LT (rho 10) at the "
+                      "recipes' full budgets, seeds 0-2, for one GPU "
                       "with access to the Hugging Face Hub (or a local copy of uoft-cs/cifar100)")
 
 

@@ -137,7 +137,7 @@ def test_list_shows_the_queue_and_what_is_finished(built, cifar100_tiny, capsys)
     assert capsys.readouterr().out.split("\n")[0].split() == ["done", NAME, "seed", "0"]
     assert build_zoo.main(["--suite", "cifar100lt-full", "--list", "--root", str(folder / "other")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 8 * 3 and all(line.split()[0] == "queued" for line in lines)  # 8 entries x seeds 0-2
+    assert len(lines) == 13 * 3 and all(line.split()[0] == "queued" for line in lines)  # 13 entries x seeds 0-2
     assert lines[0].split()[1:] == [NAME, "seed", "0"]  # seed-major: every entry's first seed first
 
 
@@ -171,6 +171,22 @@ def test_index_build_fields_match_the_build_suites():
             assert name in [e.name for e in suite.entries], (name, entry.build)
     for e in build_zoo.get_build_suite("cifar100lt-full", "DATA").entries:
         assert index[e.name].build == "cifar100lt-full" and (REPO / "recipes" / "configs" / e.config).is_file()
+    for suite in ("cifar10lt-full", "cifar10lt-full-gpu"):  # every entry a build makes is listed, with its recipe
+        for e in build_zoo.get_build_suite(suite, "DATA").entries:
+            assert index[e.name].published or index[e.name].build in ("cifar10lt-full", "cifar10lt-full-gpu"), e.name
+            assert index[e.name].recipe == f"recipes/configs/{e.config}", e.name
+            assert (REPO / index[e.name].recipe).is_file(), e.name
+    for e in build_zoo.get_build_suite("cifar10lt-full", "DATA").entries:
+        if e.overrides and not index[e.name].published:  # reduced budgets: the index retrains what the build does
+            assert index[e.name].overrides == [f"name={e.name}", *e.overrides], e.name
+
+
+def test_unpublished_backbone_entry_names_the_command_that_builds_it():
+    import refcal_zoo
+    from refcal_zoo.hub.errors import ResolveError
+
+    with pytest.raises(ResolveError, match=r"build_zoo\.py --suite cifar100lt-full --entries wrn28_10-cifar100lt-ce"):
+        refcal_zoo.load("wrn28_10-cifar100lt-ce")
 
 
 def test_progress_of_an_interrupted_run_is_computed_from_its_log(tmp_path):

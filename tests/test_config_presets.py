@@ -153,3 +153,21 @@ def test_digits_cells_resolve_as_before_the_presets():
                 pytest.fail(f"digits cell {cell.method}: {key} changed from {before[key]!r} to {now[key]!r}")
     assert spelled_out == {("mbls", "method.loss_args"), ("logitnorm", "method.loss_args"),
                            ("crl", "method.loss_args"), ("ldam_drw", "train.drw_beta")}
+
+
+OTHER_BACKBONES = sorted(p for p in CONFIGS.glob("*.yaml") if p.name.startswith(("wrn28_10-", "efficientvit_b0-")))
+
+
+@pytest.mark.parametrize("path", OTHER_BACKBONES, ids=lambda p: p.stem)
+def test_other_backbone_config_is_its_resnet32_twin_plus_a_backbone_preset(path):
+    """wrn28_10-* / efficientvit_b0-* = the ResNet-32 entry's data base and method preset, with a backbone preset
+    between them that changes exactly its own keys (architecture; for EfficientViT the optimiser too)."""
+    arch, rest = path.stem.split("-", 1)
+    twin = CONFIGS / f"resnet32-{rest}.yaml"
+    data = yaml.safe_load(path.read_text())
+    twin_base = yaml.safe_load(twin.read_text())["base"]
+    assert data == {"base": [twin_base[0], f"backbones/{arch}.yaml", twin_base[1]], "name": path.stem}
+    preset = set(flatten(yaml.safe_load((CONFIGS / "backbones" / f"{arch}.yaml").read_text())))
+    a, b = _flat(load_config(path)), _flat(load_config(twin))
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"name"} | preset
+    assert len(OTHER_BACKBONES) == 10  # WRN-28-10 {ce, refcal_joint, refcal}, EfficientViT-B0 {ce, refcal_joint}; x 2
