@@ -20,6 +20,7 @@ side, the accuracy / ECE / failure-AUROC scatter and the risk-coverage curves fr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -218,7 +219,10 @@ def progress(run_dir: Path, recent: int = 5) -> str:
         return ""
     plan = stage_plan(load_config(stage_dir / "config.yaml", validate=False))
     log = stage_dir / "log.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    records = []
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a kill: the resume drops it
+            records.append(json.loads(line))
     index = records[-1]["stage_index"] if records else 0
     name, epochs = plan[index]
     done = records[-1]["epoch"] if records else 0

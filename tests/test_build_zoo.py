@@ -204,7 +204,7 @@ def test_progress_of_an_interrupted_run_is_computed_from_its_log(tmp_path):
     rates = [50, 10, 90, 60, 70, 80]  # the last five: median 70
     (stage / "log.jsonl").write_text("".join(json.dumps({"step": e, "stage": "contrastive", "stage_index": 0,
                                                          "epoch": e, "images_per_second": r}) + "\n"
-                                             for e, r in enumerate(rates, 1)))
+                                             for e, r in enumerate(rates, 1)) + '{"step": 7, "sta')  # cut short
     hours = (200 - 6) * 3600 / 70 / 3600
     assert build_zoo.compare.progress(tmp_path / "runs" / "x-s0") == (
         f"contrastive epoch 6/200; ~{hours:.1f} h of training left at 70 img/s, then classifier (100 epochs)")

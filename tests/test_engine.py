@@ -250,3 +250,19 @@ def test_a_failing_checkpoint_save_surfaces_and_keeps_the_previous_one(tmp_path,
     found = ckpt_mod.latest_checkpoint(stage)
     assert found is not None and found[1].name == "step_5"  # the first checkpoint survives, complete
     assert not (stage / "checkpoints" / "step_10").exists()
+
+
+def test_resume_drops_a_log_line_cut_short_and_refuses_a_damaged_log(tmp_path):
+    """A process killed while appending leaves a partial last line: the resume's truncation drops it (its epoch
+    came after the newest checkpoint); a damaged line before the end is an error naming the file and line."""
+    from refcal_zoo.engine.tracking import truncate_log
+
+    log = tmp_path / "log.jsonl"
+    records = [{"stage_index": 0, "epoch": e, "val_accuracy": e / 10} for e in (1, 2, 3)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"stage_index": 0, "epo')
+    truncate_log(log, lambda r: r["epoch"] <= 2)
+    assert [json.loads(line) for line in log.read_text().splitlines()] == records[:2]
+    log.write_text(json.dumps(records[0]) + "\n" + '{"stage_in\n' + json.dumps(records[1]) + "\n")
+    with pytest.raises(RunFolderError, match="log.jsonl line 2 is not a JSON record"):
+        truncate_log(log, lambda r: True)
+    assert log.read_text().count("\n") == 3  # left as it was

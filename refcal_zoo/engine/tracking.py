@@ -13,6 +13,9 @@ from typing import Any
 
 from accelerate.tracking import GeneralTracker, on_main_process
 
+from ..errors import RunFolderError
+from ..fileio import write_text
+
 __all__ = ["JsonlTracker", "truncate_log"]
 
 
@@ -51,9 +54,18 @@ class JsonlTracker(GeneralTracker):
 
 
 def truncate_log(path: Path, keep) -> None:
-    """Keep only the records for which ``keep(record)`` is true (used when resuming from a checkpoint)."""
+    """Keep only the records for which ``keep(record)`` is true (used when resuming from a checkpoint), rewriting
+    the file atomically. A last line cut short (a process killed while appending) is dropped: its epoch ended after
+    the newest checkpoint, since records are logged before the epoch's checkpoint is written."""
     if not path.is_file():
         return
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if keep(json.loads(line))]
-    path.write_text("".join(line + "\n" for line in kept))
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise RunFolderError(f"{path} line {number} is not a JSON record; the run's log is damaged (repair or "
+                                  "remove that line, then resume)") from None
+    write_text(path, "".join(line + "\n" for line, record in records if keep(record)))
