@@ -66,6 +66,6 @@ def truncate_log(path: Path, keep) -> None:
             records.append((line, json.loads(line)))
         except json.JSONDecodeError:
             if number < len(lines):
-                raise RunFolderError(f"{path} line {number} is not a JSON record; the run's log is damaged (repair or "
-                                  "remove that line, then resume)") from None
+                raise RunFolderError(f"{path} line {number} is not a JSON record; the run's log is damaged "
+                                     "(repair or remove that line, then resume)") from None
     write_text(path, "".join(line + "\n" for line, record in records if keep(record)))

@@ -201,7 +201,7 @@ TWO_STAGE_METHODS = {"refcal": ("contrastive", "classifier"), "mislas": ("mixup"
 
 def stage_plan(cfg: Config) -> list[tuple[str, int]]:
     """``(stage name, epochs)`` of each stage :func:`build_stages` makes for ``cfg.method``, building nothing
-    (e.g. to report a run's progress: the log's ``step`` counts epochs over all stages)."""
+    (e.g. to report how far an interrupted run got)."""
     if cfg.method.name in TWO_STAGE_METHODS:
         first, second = TWO_STAGE_METHODS[cfg.method.name]
         return [(first, cfg.train.epochs), (second, cfg.stage2.epochs)]
