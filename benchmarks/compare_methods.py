@@ -39,6 +39,7 @@ from refcal_zoo.config import load_config, read_config_yaml
 from refcal_zoo.engine.checkpoint import complete_checkpoints
 from refcal_zoo.engine.hardware import cpu_threads_per_process
 from refcal_zoo.methods import stage_plan
+from refcal_zoo.methods.base import TWO_STAGE_METHODS
 from refcal_zoo.record import read_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -334,7 +335,7 @@ def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
         "suite": suite.name, "method": cell.method, "seed": seed, "config": cell.config,
         "method_name": cfg["method"]["name"], "base_loss": cfg["method"]["base_loss"], "arch": cfg["model"]["arch"],
         "epochs": cfg["train"]["epochs"],
-        "stage2_epochs": cfg["stage2"]["epochs"] if cfg["method"]["name"] in ("refcal", "mislas") else "",
+        "stage2_epochs": cfg["stage2"]["epochs"] if cfg["method"]["name"] in TWO_STAGE_METHODS else "",
         "train_images": len(json.loads((run_dir / "lt_indices.json").read_text())["train_indices"]),
         "train_seconds": record.budget.train_seconds, "device": record.budget.device or "",
         "temperature": record.temperature,

@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..methods.base import TWO_STAGE_METHODS
 from ..record import DatasetRecord, MethodRecord, RecordError, RunRecord, read_record
 from .errors import PublishError
 
@@ -533,7 +534,7 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
         training_lines.append(f"Mixed precision: {record.precision.mixed_precision}"
                               + (", channels-last" if record.precision.channels_last else "") + ".")
     t = tc.get("train") or {}
-    two_stage = method is not None and method.name in ("refcal", "mislas") and bool(tc.get("stage2"))
+    two_stage = method is not None and method.name in TWO_STAGE_METHODS and bool(tc.get("stage2"))
     supcon_cfg = (tc.get("method") or {}).get("supcon") or {}
     stage1_augment = supcon_cfg.get("augment") if two_stage and method.name == "refcal" else t.get("augment")
     if t:
