@@ -275,8 +275,9 @@ def _cmd_dataset_export(args: argparse.Namespace) -> None:
     sizes = rec["export"]["sizes"]
     print(f"exported {args.dataset} (rho={args.rho:g}, seed {args.seed}) -> {folder}: train {sizes['train']}, "
           f"validation {sizes['validation']}, test {sizes['test']} images; train indices sha256 {rec['train_sha256']}")
-    print(f"train on it: accelerate launch recipes/train.py dataset.path={folder} dataset.rho=1 "
-          "dataset.val_split=validation")
+    print(f"train on it as on the source: a recipe with these dataset settings and dataset.path={folder} (same "
+          f"tensors, the source's identity recorded); or as it is: accelerate launch recipes/train.py "
+          f"dataset.path={folder} dataset.rho=1 dataset.val_split=validation")
 
 
 def _cmd_zoo_register(args: argparse.Namespace) -> None:

@@ -68,14 +68,16 @@ def dataset_identity(path: str | None, *, local: bool | None = None) -> tuple[st
 
     A local folder is recorded by its last component only (``/data/copies/cifar10`` -> ``cifar10``): the machine
     path means nothing elsewhere, the fingerprints and split hashes identify the data. ``local`` says whether the
-    path exists on this machine (the engine knows); without it, anything that is not ``org/name`` is local.
+    path exists on this machine (the engine knows); without it, anything that is not ``org/name`` is local. An
+    absolute or ``./``-relative path is a folder's even where it does not exist (the source of an exported split).
     """
     if not path:
         return "unknown", "unknown"
     if path in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[path], "builtin"
-    looks_hub = bool(_HUB_ID.match(path)) and not path.startswith(".") and not _is_abs(path)
-    if local is False or (local is None and looks_hub):
+    is_path = path.startswith(".") or _is_abs(path)
+    looks_hub = bool(_HUB_ID.match(path)) and not is_path
+    if (local is False and not is_path) or (local is None and looks_hub):
         return path, "hub"
     name = PureWindowsPath(path).name if "\\" in path else PurePosixPath(path.rstrip("/")).name
     return name or "local", "local"

@@ -4,12 +4,12 @@
 # idle, so the three methods train side by side as three processes sharing one results folder; each takes its
 # budgets largest first, so a time limit cuts the small budgets that a CPU can also run.
 #
-#   scripts/prepare_device_data.sh                 # once, on a machine with ../shared: CIFAR-10 into device_data/
-#   [SEEDS="0 1"] scripts/budget_sweep_gpu.sh [DATA_DIR] [OUT]   # defaults: device_data/cifar10,
+#   scripts/prepare_device_data.sh                 # once, on a machine with ../shared: the CIFAR-10-LT split into device_data/
+#   [SEEDS="0 1"] scripts/budget_sweep_gpu.sh [DATA_DIR] [OUT]   # defaults: device_data/cifar10-lt,
 #                                                  #           benchmarks/results/cifar10lt-budget-gpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="${1:-device_data/cifar10}"
+data="${1:-device_data/cifar10-lt}"
 out="${2:-benchmarks/results/cifar10lt-budget-gpu}"
 py="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"

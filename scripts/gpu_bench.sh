@@ -2,14 +2,14 @@
 # GPU speed check in under 5 minutes on one NVIDIA GPU: benchmarks/bench_train.py with 4 concurrent training loops,
 # then a 3-epoch ResNet-32 CIFAR-10-LT training run; prints one summary and writes its JSON.
 #
-#   scripts/prepare_device_data.sh          # once, where ../shared exists: CIFAR-10 into device_data/ (carry it)
-#   scripts/gpu_bench.sh [DATA_DIR]         # on the GPU machine (default device_data/cifar10)
+#   scripts/prepare_device_data.sh          # once, where ../shared exists: the CIFAR-10-LT split into device_data/ (carry it)
+#   scripts/gpu_bench.sh [DATA_DIR]         # on the GPU machine (default device_data/cifar10-lt)
 #
 # Output folder: $OUT_DIR, else the device tool's $OUT, else runs/gpu_bench. Files: bench_train_gpu.json (the
 # benchmark), train/ (the run folder), gpu_bench.json (the summary), *.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="${1:-device_data/cifar10}"
+data="${1:-device_data/cifar10-lt}"
 out="${OUT_DIR:-${OUT:-runs/gpu_bench}}"
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "error: no GPU: scripts/gpu_bench.sh needs one NVIDIA GPU visible to torch (nvidia-smi and" \

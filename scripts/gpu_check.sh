@@ -3,11 +3,11 @@
 # a fixed number of epochs, then the pipeline benchmark. Prints img/s and the metric table. Sized for < 5 minutes
 # on one H200 (20,381 training images per epoch).
 #
-#   scripts/prepare_device_data.sh            # once, on a machine with ../shared: copies CIFAR-10 into device_data/
-#   scripts/gpu_check.sh [DATA_DIR] [EPOCHS]  # on the GPU machine (defaults: device_data/cifar10, 30)
+#   scripts/prepare_device_data.sh            # once, on a machine with ../shared: writes the CIFAR-10-LT split into device_data/
+#   scripts/gpu_check.sh [DATA_DIR] [EPOCHS]  # on the GPU machine (defaults: device_data/cifar10-lt, 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="${1:-device_data/cifar10}"
+data="${1:-device_data/cifar10-lt}"
 epochs="${2:-30}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; print('torch', torch.__version__, torch.cuda.get_device_name(0))"

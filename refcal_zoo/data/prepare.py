@@ -1,12 +1,15 @@
 """From a ``DatasetConfig`` to the tensors a run trains and evaluates on.
 
 train = the long-tailed subset of the training split; val = a balanced validation split (the dataset's own, or
-carved from training images not drawn into the subset); test = the untouched test split.
+carved from training images not drawn into the subset); test = the untouched test split. A folder written by
+``refcal-zoo dataset export`` stands in for its source when the config draws the same split from it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,9 +17,11 @@ import torch
 from ..config import DatasetConfig
 from ..errors import DataError
 from .longtail import LongTailSplit, make_longtail_split
-from .sources import ImageSplits, load_image_splits
+from .sources import ImageSplits, is_embedded, load_image_splits
 
-__all__ = ["PreparedData", "prepare_data"]
+__all__ = ["PreparedData", "export_record", "prepare_data"]
+
+EXPORT_SPLITS = ("train", "validation", "test")  # the splits of a ``refcal-zoo dataset export`` folder
 
 
 @dataclass
@@ -48,10 +53,74 @@ class PreparedData:
         return rec
 
 
+def export_record(path: str) -> dict | None:
+    """The ``lt_indices.json`` record of a folder written by ``refcal-zoo dataset export``; None for anything else."""
+    if is_embedded(path):
+        return None
+    file = Path(path).expanduser() / "lt_indices.json"
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"dataset folder '{path}': its lt_indices.json is unreadable ({exc}); export it again "
+                        "with refcal-zoo dataset export --overwrite") from None
+    return record if isinstance(record, dict) and isinstance(record.get("export"), dict) else None
+
+
+def _plain_use_of_export(cfg: DatasetConfig) -> bool:
+    """The export's own recipe: its splits as they are (``dataset.rho=1 dataset.val_split=validation``)."""
+    return cfg.rho == 1 and cfg.n_max is None and cfg.val_split == "validation"
+
+
+def _from_export(cfg: DatasetConfig, record: dict) -> PreparedData:
+    """``cfg`` drawn from an export of its source: the export's splits are the source's, so the same tensors and the
+    source's identity (path, fingerprints, indices) result, without reading the source; a differing draw is refused."""
+    args = record["export"].get("arguments")
+    if not isinstance(args, dict):
+        raise DataError(f"dataset folder '{cfg.path}' is an export without the arguments it was drawn with (an "
+                        "older refcal_zoo); export it again with refcal-zoo dataset export --overwrite, or train on "
+                        "it as it is with dataset.rho=1 dataset.val_split=validation")
+    wanted = {"config": cfg.config, "train_split": cfg.train_split, "test_split": cfg.test_split,
+              "val_split": cfg.val_split, "rho": float(cfg.rho), "lt_seed": int(cfg.lt_seed), "n_max": cfg.n_max}
+    if cfg.val_split is None:
+        wanted["val_per_class"] = int(cfg.val_per_class)
+    differ = [f"dataset.{k}={v} (the export: {args.get(k)})" for k, v in wanted.items() if args.get(k) != v]
+    if differ:
+        raise DataError(f"dataset folder '{cfg.path}' is an export of another split: {', '.join(differ)}; use the "
+                        "export's values, export the source again with yours, or train on the folder as it is with "
+                        "dataset.rho=1 dataset.val_split=validation")
+    data = load_image_splits(cfg.path, list(EXPORT_SPLITS), image_column=cfg.image_column,
+                             label_column=cfg.label_column, image_size=cfg.image_size)
+    split = LongTailSplit(
+        train_indices=np.asarray(record["train_indices"], dtype=np.int64),
+        val_indices=np.asarray(record["val_indices"], dtype=np.int64),
+        profile_counts=list(record["profile_counts"]), train_counts=list(record["train_counts"]),
+        val_counts=list(record["val_counts"]), rho=float(record["rho"]), seed=int(record["seed"]),
+        n_max=record["n_max"], moved_to_val={int(k): v for k, v in (record.get("moved_to_val") or {}).items()},
+    )
+    k = data.num_classes
+    for name, counts in (("train", split.train_counts), ("validation", split.val_counts)):
+        if np.bincount(data.labels[name].numpy(), minlength=k).tolist() != counts:
+            raise DataError(f"dataset folder '{cfg.path}': its {name} split does not hold the per-class counts its "
+                            "lt_indices.json records (edited or damaged?); export it again with --overwrite")
+    # the source's identity; what was read is kept beside it
+    source = dict(record["source"], export={"folder": Path(str(cfg.path)).name, **data.info})
+    return PreparedData(
+        train_images=data.images["train"], train_labels=data.labels["train"],
+        val_images=data.images["validation"], val_labels=data.labels["validation"],
+        test_images=data.images["test"], test_labels=data.labels["test"],
+        class_names=list(record.get("class_names") or data.class_names), split=split, source=source,
+    )
+
+
 def prepare_data(cfg: DatasetConfig) -> PreparedData:
     """Load, decode and split the dataset described by ``cfg``; deterministic given ``cfg``."""
     if cfg.rho < 1:
         raise DataError(f"dataset.rho must be >= 1 (n_max / n_min), got {cfg.rho}")
+    record = export_record(cfg.path)
+    if record is not None and not _plain_use_of_export(cfg):
+        return _from_export(cfg, record)
     wanted = [cfg.train_split, cfg.test_split] + ([cfg.val_split] if cfg.val_split else [])
     data: ImageSplits = load_image_splits(
         cfg.path, wanted, config=cfg.config, image_column=cfg.image_column, label_column=cfg.label_column,

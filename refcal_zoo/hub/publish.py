@@ -93,8 +93,9 @@ def public_lt_record(lt: dict[str, Any]) -> dict[str, Any]:
     """``lt_indices.json`` with the dataset source by identity instead of by path."""
     out = copy.deepcopy(lt)
     source = out.get("source")
-    if isinstance(source, dict) and "path" in source:
-        source["path"] = _public_dataset(source["path"])
+    for where in (source, source.get("export") if isinstance(source, dict) else None):  # export: what was read
+        if isinstance(where, dict) and "path" in where:
+            where["path"] = _public_dataset(where["path"])
     return out
 
 
