@@ -193,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="cells trained at once (default 1); each gets cores/N CPU threads (on a 2-core CPU, "
                          "--parallel 2 trains 1.08-1.22x more images/s in total than one cell at a time)")
     ap.add_argument("--no-publish", action="store_true", help="train only; publish nothing")
+    ap.add_argument("--publish-only", action="store_true",
+                    help="train nothing: record and publish the finished cells (e.g. runs a GPU machine trained, "
+                         "unpacked with scripts/device_runs.py), with their corruption studies")
+    ap.add_argument("--skip", nargs="*", default=[], metavar="RUN",
+                    help="run folders not to train, as <entry>-s<seed> (e.g. finished on another machine; "
+                         "scripts/zoo_build_gpu.sh passes those listed by scripts/device_runs.py stage)")
     ap.add_argument("--no-corruption-study", action="store_true",
                     help="skip the corruption study of each entry's first seed (refcal-zoo eval --corrupt; its "
                          "report goes to <results>/corruptions/ and into the report's full-budget verdict)")
@@ -205,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.parallel < 1:
         raise SystemExit("error: --parallel must be >= 1")
+    if args.publish_only and args.no_publish:
+        raise SystemExit("error: --publish-only and --no-publish exclude each other")
 
     build = get_build_suite(args.suite, args.data)
     for entry in build.entries:
@@ -222,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results) if args.results else out
     queue = [(cell, seed) for seed in seeds for cell in suite.cells if args.entries is None
              or cell.method in args.entries]  # seed-major: every entry gets its first seed first
+    queue = [(cell, seed) for cell, seed in queue if f"{cell.method}-s{seed}" not in args.skip]
+    if args.publish_only:
+        queue = [(cell, seed) for cell, seed in queue if (compare.cell_run_dir(out, cell, seed) / "metrics.json")
+                 .is_file()]
+        if not queue:
+            raise SystemExit(f"error: no finished cell of suite {build.name} in {out / 'runs'}; nothing to publish "
+                             "(unpack a GPU machine's runs there with scripts/device_runs.py unpack)")
     if args.list:
         for cell, seed in queue:
             run_dir = compare.cell_run_dir(out, cell, seed)
@@ -264,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         compare.run_queue(queue, work, args.parallel)
     except compare.CellInterrupted as exc:
         print(exc, flush=True)
+        return 130
+    except KeyboardInterrupt:  # Ctrl-C, or a deadline's SIGINT (scripts/zoo_build_gpu.sh) to the whole group
+        print(f"[{build.name}] stopped by SIGINT; interrupted cells keep their newest checkpoint: run the same "
+              "command again to resume", flush=True)
         return 130
     if failed:
         print(f"[{build.name}] failed: {', '.join(failed)} (logs in {out / 'logs'})", flush=True)

@@ -202,11 +202,13 @@ def _normalise_switch(value: Any, off: Any = False) -> Any:
 
 
 #: keys that may differ between a run and its resumption: budget, logging and everything used only after training
-#: (a ``section.`` entry covers the whole section), so a run whose training finished can always be completed.
+#: (a ``section.`` entry covers the whole section), so a run whose training finished can always be completed; and
+#: where things are: the run folder may move, and ``dataset.path`` may name another copy of the same data (the
+#: trainer checks the prepared splits' identity against the run's ``lt_indices.json``).
 RESUMABLE_CHANGES = frozenset({
     "train.epochs", "stage2.epochs", "train.eval_batch_size", "stage2.eval_batch_size", "train.log_with",
     "train.checkpoint_every_epochs", "train.checkpoint_every_steps", "train.keep_checkpoints",
-    "calibration.",
+    "calibration.", "output_dir", "dataset.path",
 })
 
 

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,86 @@ def test_progress_of_an_interrupted_run_is_computed_from_its_log(tmp_path):
     assert build_zoo.compare.progress(tmp_path / "runs" / "x-s0") == (
         f"contrastive epoch 6/200; ~{hours:.1f} h of training left at 70 img/s, then classifier (100 epochs)")
     assert build_zoo.compare.progress(tmp_path / "runs" / "y-s0") == ""  # no interrupted run
+
+
+def _device_runs():
+    spec = importlib.util.spec_from_file_location("device_runs", REPO / "scripts" / "device_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runs_travel_to_a_gpu_machine_and_back_and_are_published(built, cifar100_tiny, tmp_path, monkeypatch,
+                                                                capsys):
+    """A cell interrupted on one machine, packed, unpacked here, staged, resumed in another folder on an export of
+    the data, packed again and published here with --publish-only: the weights equal the uninterrupted build's."""
+    from refcal_zoo.hub import export_longtail_dataset
+    from refcal_zoo.zoo import load_index
+
+    device_runs = _device_runs()
+    export = tmp_path / "cifar100-lt"
+    export_longtail_dataset(str(cifar100_tiny), export, rho=10, seed=0, val_per_class=1)
+    index = zoo_copy(tmp_path)
+    home = tmp_path / "home"
+
+    def args(data: Path, root: Path, *extra: str) -> list[str]:
+        return ["--suite", "cifar100lt-full", "--data", str(data), "--entries", NAME, "--seeds", "0", "--override",
+                *SMOKE, "--root", str(root), "--index", str(index), "--cards", str(tmp_path / "cards"),
+                "--publish-dir", str(tmp_path / "pub"), *extra]
+
+    # call 1 (on the source data): killed mid-epoch; its newest checkpoint comes home
+    monkeypatch.setenv("REFCAL_ZOO_KILL_AT_BATCH", "8")
+    assert build_zoo.main(args(cifar100_tiny, tmp_path / "dev1", "--no-publish")) == 1
+    monkeypatch.delenv("REFCAL_ZOO_KILL_AT_BATCH")
+    manifest = device_runs.pack(tmp_path / "dev1", tmp_path / "out1")
+    assert list(manifest["interrupted"]) == [f"{NAME}-s0.incomplete"] and not manifest["finished"]
+    device_runs.unpack(tmp_path / "out1", home)
+    assert (home / "runs" / f"{NAME}-s0.incomplete" / "checkpoints" / "step_5").is_dir()
+
+    # call 2 (in another folder, on the export): resumes, finishes, comes home
+    assert device_runs.stage(home, tmp_path / "dev2") == [f"{NAME}-s0.incomplete"]
+    assert (tmp_path / "dev2" / "finished.txt").read_text() == ""
+    assert build_zoo.main(args(export, tmp_path / "dev2", "--no-publish")) == 0
+    assert "--resume" in capsys.readouterr().out
+    manifest = device_runs.pack(tmp_path / "dev2", tmp_path / "out2")
+    assert list(manifest["finished"]) == [f"{NAME}-s0"] and manifest["finished"][f"{NAME}-s0"]["accuracy"] >= 0
+    with tarfile.open(tmp_path / "out2" / "runs-0.tar") as tar:
+        names = tar.getnames()
+    assert f"runs/{NAME}-s0/model.safetensors" in names and not any("/last/" in n or "/best/" in n for n in names)
+    assert "unpacked" in device_runs.unpack(tmp_path / "out2", home)[0]
+    run = home / "runs" / f"{NAME}-s0"
+    assert not run.with_name(run.name + ".incomplete").exists()  # the interrupted copy it finished is gone
+    reference = built[0] / "root" / "runs" / f"{NAME}-s0"
+    assert (run / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    assert device_runs.unpack(tmp_path / "out2", home) == [f"kept {NAME}-s0: finished here already"]
+
+    # here: published without training
+    def no_training(*a, **k):
+        raise AssertionError("--publish-only trained a cell")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    assert build_zoo.main(args(export, home, "--publish-only", "--no-corruption-study")) == 0
+    assert load_index(index)[NAME].status == "published"
+    # the next call skips what is finished here
+    device_runs.stage(home, tmp_path / "dev3")
+    assert (tmp_path / "dev3" / "finished.txt").read_text() == f"{NAME}-s0\n"
+    assert build_zoo.main(args(export, tmp_path / "dev3", "--no-publish", "--skip", f"{NAME}-s0")) == 0
+    with pytest.raises(SystemExit, match="no finished cell"):
+        build_zoo.main(args(export, tmp_path / "dev3", "--publish-only"))
+
+
+def test_pack_keeps_within_the_device_tools_limits_and_unpack_refuses_foreign_tars(built, tmp_path):
+    device_runs = _device_runs()
+    root = built[0] / "root"
+    manifest = device_runs.pack(root, tmp_path / "small", max_file=64 * 1024)  # the run is larger
+    assert manifest["files"] == [] and "a file may have" in manifest["left_out"][f"{NAME}-s0"]
+    assert manifest["finished"][f"{NAME}-s0"]["accuracy"] >= 0  # its numbers come back all the same
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    payload = tmp_path / "payload"
+    payload.write_text("x")
+    with tarfile.open(evil / "runs-0.tar", "w") as tar:
+        tar.add(payload, arcname="runs/../../outside")
+    with pytest.raises(SystemExit, match="not a file of runs/<run>/"):
+        device_runs.unpack(evil, tmp_path / "home")
+    assert not (tmp_path / "outside").exists()

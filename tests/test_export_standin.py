@@ -111,3 +111,18 @@ def test_a_recorded_path_stays_a_folder_where_it_does_not_exist():
     assert dataset_identity("/elsewhere/datasets/cifar10", local=False) == ("cifar10", "local")
     assert dataset_identity("../shared/datasets/cifar10", local=False) == ("cifar10", "local")
     assert dataset_identity("uoft-cs/cifar10", local=False) == ("uoft-cs/cifar10", "hub")
+
+
+def test_resuming_on_other_data_is_refused(tmp_path):
+    from refcal_zoo.engine.trainer import _check_same_data
+    from refcal_zoo.errors import ConfigError
+
+    saved = {"train_sha256": "a", "val_sha256": "b", "train_counts": [3, 1], "val_counts": [1, 1], "rho": 10.0,
+             "seed": 0, "n_max": 3, "source": {"path": "/x/cifar10", "fingerprints": {"train": "f1"}}}
+    (tmp_path / "lt_indices.json").write_text(json.dumps(saved))
+    moved = dict(saved, source={"path": "/y/cifar10-lt", "fingerprints": {"train": "f1"}, "export": {}})
+    _check_same_data(tmp_path / "lt_indices.json", moved, "/y/cifar10-lt")  # another copy of the same data
+    for other, named in ((dict(saved, train_sha256="c"), "train_sha256"),
+                         (dict(saved, source={"fingerprints": {"train": "f2"}}), "source fingerprints")):
+        with pytest.raises(ConfigError, match=f"cannot resume: dataset.path=/z gives other data.*{named}"):
+            _check_same_data(tmp_path / "lt_indices.json", other, "/z")

@@ -7,6 +7,7 @@ and names its stages (setup, fit each method stage, select and export, evaluate 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -101,6 +102,25 @@ def _resume_point(cfg: Config, stage_dir: Path) -> tuple[TrainerState, Path]:
         raise ConfigError(f"cannot resume: the configuration differs from the checkpointed run in {detail} "
                           f"(only budget, logging and post-training keys may change: {may})")
     return found
+
+
+#: what identifies a run's data in its ``lt_indices.json``: the split indices and counts, the source's fingerprints
+_DATA_IDENTITY = ("train_sha256", "val_sha256", "train_counts", "val_counts", "rho", "seed", "n_max")
+
+
+def _check_same_data(saved_file: Path, now: dict, path: str) -> None:
+    """Refuse to resume on other data than the checkpointed run's (``dataset.path`` may name another copy)."""
+    if not saved_file.is_file():
+        return  # a run interrupted before writing it has no checkpoint either
+    saved = json.loads(saved_file.read_text())
+    keys = [k for k in _DATA_IDENTITY if saved.get(k) != now.get(k)]
+    prints = ((saved.get("source") or {}).get("fingerprints"), (now.get("source") or {}).get("fingerprints"))
+    if prints[0] and prints[1] and prints[0] != prints[1]:
+        keys.append("source fingerprints")
+    if keys:
+        raise ConfigError(f"cannot resume: dataset.path={path} gives other data than the checkpointed run "
+                          f"({', '.join(keys)} differ); point dataset.path at the run's dataset (or a copy or "
+                          "export of it)")
 
 
 def _is_launch_main_process() -> bool:
@@ -208,6 +228,8 @@ class Trainer:
         self.host_memory_kept = accelerator.device.type == "cpu" and keep_freed_host_memory()
         set_seed(cfg.train.seed)
         self.data = data = prepare_data(cfg.dataset)
+        if self.resume:
+            _check_same_data(stage_dir / "lt_indices.json", data.lt_record(), cfg.dataset.path)
         self.model, self.mean, self.std = _build_model(cfg, data)
         if self.speed.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

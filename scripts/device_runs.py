@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""Carry a zoo build's run folders between this machine and a GPU machine lent for minutes at a time.
+
+    python scripts/device_runs.py stage ~/zoo_build/<suite> device_runs   # here, before a call: what to carry
+    python scripts/device_runs.py pack device_runs "$OUT"                  # there, at the end of the call
+    python scripts/device_runs.py unpack <files folder> ~/zoo_build/<suite>  # here, after it
+
+The device tool brings back at most 8 files of at most 16 MiB, 64 MiB together, and sends at most 64 MiB of
+checkout (code, the exported data and what ``carry`` names). So:
+
+- ``pack`` writes finished runs first (without ``best/``, ``last/`` and ``checkpoints/``: publishing reads the
+  selected ``model.safetensors``, the record, metrics, logits and log), then interrupted runs, furthest first
+  (their newest checkpoint only), as up to 7 tar files, and ``pack.json``: what was packed and what was left out,
+  with every finished run's metrics (also of one too large to come back, e.g. a WRN-28-10's weights).
+- ``unpack`` puts them into the build's ``--root`` (``runs/``); a finished run here is never replaced, an
+  interrupted one only by a run that got further; each folder is swapped in whole.
+- ``stage`` copies the interrupted runs (newest checkpoint only) into the carried folder and lists the finished
+  ones in ``finished.txt``, which ``scripts/zoo_build_gpu.sh`` passes to ``build_zoo.py --skip``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+MAX_FILES = 8  # files back from $OUT: 7 tar files + pack.json
+MAX_FILE = 16 * 2**20
+MAX_TOTAL = 64 * 2**20
+MANIFEST = "pack.json"
+FINISHED_LEFT_OUT = ("best", "last", "checkpoints")  # copies of weights that publishing does not read
+INCOMPLETE = ".incomplete"
+
+
+def _checkpoints(run: Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first (``checkpoints/step_N`` with its trainer state written)."""
+    found = [d for d in (run / "checkpoints").glob("step_*") if (d / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda d: int(d.name.split("_")[1]))
+
+
+def run_files(run: Path) -> list[Path]:
+    """The files of ``run`` that travel: a finished run without weight copies, an interrupted one with its newest
+    checkpoint only."""
+    if run.name.endswith(INCOMPLETE):
+        newest = _checkpoints(run)[-1:]
+        keep = [p for p in run.rglob("*") if p.is_file() and "checkpoints" not in p.relative_to(run).parts]
+        return sorted(keep + [p for d in newest for p in d.rglob("*") if p.is_file()])
+    return sorted(p for p in run.rglob("*") if p.is_file() and p.relative_to(run).parts[0] not in FINISHED_LEFT_OUT)
+
+
+def _tar_size(files: list[Path]) -> int:
+    """Bytes of an uncompressed tar of ``files``: a 512-byte header and whole 512-byte blocks per file (+ folders)."""
+    return sum(512 + -(-f.stat().st_size // 512) * 512 for f in files) + 512 * 8
+
+
+def epochs_done(run: Path) -> int:
+    """Epochs logged by ``run`` (all stages): how far an interrupted run got."""
+    log = run / "log.jsonl"
+    if not log.is_file():
+        return 0
+    return sum(1 for line in log.read_text().splitlines() if line.strip().startswith("{"))
+
+
+def pack(root: Path, out: Path, max_files: int = MAX_FILES, max_file: int = MAX_FILE,
+         max_total: int = MAX_TOTAL) -> dict:
+    """Pack ``root/runs/*`` into ``out`` (see the module docstring); returns the manifest it writes."""
+    runs_dir = root / "runs"
+    if not runs_dir.is_dir():
+        raise SystemExit(f"error: no runs/ folder in '{root}': pass the build's --root")
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [d for d in sorted(runs_dir.iterdir()) if d.is_dir()]
+    finished = [d for d in runs if not d.name.endswith(INCOMPLETE) and (d / "metrics.json").is_file()]
+    partial = sorted((d for d in runs if d.name.endswith(INCOMPLETE) and _checkpoints(d)),
+                     key=lambda d: (-epochs_done(d), d.name))
+    bins: list[list[Path]] = []
+    sizes: list[int] = []
+    manifest: dict = {"finished": {}, "interrupted": {}, "left_out": {}}
+    budget = max_total - 2**20  # room for pack.json
+    for run in finished + partial:
+        files = run_files(run)
+        size = _tar_size(files)
+        fits = [i for i, s in enumerate(sizes) if s + size <= max_file]
+        if size > max_file:
+            why = f"{size / 2**20:.1f} MiB alone: over the {max_file / 2**20:.0f} MiB a file may have"
+        elif sum(sizes) + size > budget:
+            why = f"no room left in the {max_total / 2**20:.0f} MiB that come back"
+        elif not fits and len(bins) >= max_files - 1:
+            why = f"no room left in {max_files - 1} tar files"
+        else:
+            why = None
+        if why:
+            manifest["left_out"][run.name] = why
+        else:
+            i = fits[0] if fits else len(bins)
+            if i == len(bins):
+                bins.append([])
+                sizes.append(512 * 2)
+            bins[i].append(run)
+            sizes[i] += size
+        if run in finished:
+            manifest["finished"][run.name] = json.loads((run / "metrics.json").read_text())
+        else:
+            manifest["interrupted"][run.name] = {"epochs_logged": epochs_done(run)}
+    for i, members in enumerate(bins):
+        with tarfile.open(out / f"runs-{i}.tar", "w") as tar:
+            for run in members:
+                for f in run_files(run):
+                    tar.add(f, arcname=f"runs/{f.relative_to(runs_dir).as_posix()}", recursive=False)
+    manifest["files"] = [f"runs-{i}.tar" for i in range(len(bins))]
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
+
+
+def _safe_members(tar: tarfile.TarFile, name: str) -> dict[str, list[tarfile.TarInfo]]:
+    """The tar's members grouped by run folder; anything but plain files under ``runs/<run>/`` is refused."""
+    groups: dict[str, list[tarfile.TarInfo]] = {}
+    for m in tar.getmembers():
+        parts = Path(m.name).parts
+        if not m.isfile() or len(parts) < 3 or parts[0] != "runs" or ".." in parts or Path(m.name).is_absolute():
+            raise SystemExit(f"error: {name} holds '{m.name}', not a file of runs/<run>/: not a pack of "
+                             "scripts/device_runs.py; nothing was unpacked from it")
+        groups.setdefault(parts[1], []).append(m)
+    return groups
+
+
+def unpack(src: Path, root: Path) -> list[str]:
+    """Unpack the tar files of ``src`` into ``root/runs`` (see the module docstring); returns what it did."""
+    tars = sorted(src.glob("runs-*.tar"))
+    if not tars:
+        raise SystemExit(f"error: no runs-*.tar in '{src}': pass the folder the device call's files landed in")
+    runs_dir = root / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for path in tars:
+        with tarfile.open(path) as tar:
+            for run, members in sorted(_safe_members(tar, path.name).items()):
+                finished_name = run.removesuffix(INCOMPLETE)
+                here, here_finished = runs_dir / run, runs_dir / finished_name
+                if (here_finished / "metrics.json").is_file():
+                    done.append(f"kept {finished_name}: finished here already")
+                    continue
+                with tempfile.TemporaryDirectory(dir=runs_dir, prefix=".unpack-") as tmp:
+                    tar.extractall(tmp, members=members, filter="data")
+                    new = Path(tmp) / "runs" / run
+                    if run.endswith(INCOMPLETE) and here.is_dir() and epochs_done(here) >= epochs_done(new):
+                        done.append(f"kept {run}: the copy here got as far ({epochs_done(here)} epochs)")
+                        continue
+                    old = Path(tmp) / "old"
+                    if here.exists():
+                        here.rename(old)  # swapped whole: the folder is either the old one or the new one
+                    new.rename(here)
+                    if not run.endswith(INCOMPLETE) and (runs_dir / (run + INCOMPLETE)).is_dir():
+                        shutil.rmtree(runs_dir / (run + INCOMPLETE))  # the interrupted run it finished
+                    done.append(f"unpacked {run} ({epochs_done(here)} epochs logged)")
+    return done
+
+
+def stage(root: Path, dest: Path) -> list[str]:
+    """Copy ``root``'s interrupted runs (newest checkpoint only) into ``dest/runs`` and list the finished ones in
+    ``dest/finished.txt``; ``dest`` is replaced (it is the carried copy, never the only one)."""
+    runs_dir = root / "runs"
+    if dest.resolve() == root.resolve():
+        raise SystemExit("error: the carried folder must not be the build's root")
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "runs").mkdir(parents=True)
+    runs = [d for d in sorted(runs_dir.iterdir()) if d.is_dir()] if runs_dir.is_dir() else []
+    finished = [d.name for d in runs if not d.name.endswith(INCOMPLETE) and (d / "metrics.json").is_file()]
+    staged = []
+    for run in runs:
+        if run.name.endswith(INCOMPLETE) and _checkpoints(run) and run.name.removesuffix(INCOMPLETE) not in finished:
+            for f in run_files(run):
+                target = dest / "runs" / f.relative_to(runs_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
+            staged.append(run.name)
+    (dest / "finished.txt").write_text("".join(f"{name}\n" for name in finished))
+    return staged
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="there: the runs of ROOT into OUT as tar files + pack.json")
+    p.add_argument("root", type=Path)
+    p.add_argument("out", type=Path)
+    u = sub.add_parser("unpack", help="here: the tar files of SRC into the build root ROOT")
+    u.add_argument("src", type=Path)
+    u.add_argument("root", type=Path)
+    s = sub.add_parser("stage", help="here: ROOT's interrupted runs and finished list into DEST, to carry")
+    s.add_argument("root", type=Path)
+    s.add_argument("dest", type=Path)
+    args = ap.parse_args(argv)
+    if args.command == "pack":
+        manifest = pack(args.root, args.out)
+        print(f"packed {len(manifest['files'])} files: {len(manifest['finished'])} finished, "
+              f"{len(manifest['interrupted'])} interrupted runs; left out: {manifest['left_out'] or 'none'}")
+    elif args.command == "unpack":
+        print("\n".join(unpack(args.src, args.root.expanduser())))
+    else:
+        staged = stage(args.root.expanduser(), args.dest)
+        size = sum(f.stat().st_size for f in args.dest.rglob("*") if f.is_file())
+        print(f"staged {len(staged)} interrupted runs ({size / 2**20:.1f} MiB) into {args.dest}: "
+              f"{', '.join(staged) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
