@@ -19,4 +19,11 @@ mkdir -p device_data
 rm -rf device_data/cifar10  # the whole copy an earlier version of this script made
 "$py" -m refcal_zoo.cli dataset export --dataset "$src" --rho 10 --seed 0 --val-per-class 50 \
     --to device_data/cifar10-lt --overwrite
-du -sh device_data/cifar10-lt
+# the packages refcal_zoo needs that the GPU machine's image lacks (datasets, with dill and multiprocess at the
+# versions installed here), as wheels: scripts/zoo_build_gpu.sh installs them there when `import datasets` fails
+rm -rf device_data/wheels
+"$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d device_data/wheels $("$py" -m pip list --format=freeze 2>/dev/null | grep -iE '^(datasets|dill|multiprocess)==') \
+    || echo "warning: could not download the wheels (no package registry?); the GPU machine needs datasets" >&2
+du -sh device_data/cifar10-lt device_data/wheels 2>/dev/null || true

@@ -30,6 +30,11 @@ if [ ! -f "$data/lt_indices.json" ]; then
          "exists and name device_data in the device tool's carry" >&2
     exit 2
 fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # refcal_zoo from this checkout, installed or not
+if ! "$py" -c "import datasets" 2>/dev/null; then  # the GPU image lacks it: the wheels prepare_device_data.sh saved
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+        device_data/wheels/*.whl && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
 if ! "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "warning: no GPU visible to torch: the cells train on the CPU" >&2
 fi
