@@ -37,9 +37,10 @@ INCOMPLETE = ".incomplete"
 
 
 def _checkpoints(run: Path) -> list[Path]:
-    """The run's complete checkpoints, oldest first (``checkpoints/step_N`` with its trainer state written)."""
-    found = [d for d in (run / "checkpoints").glob("step_*") if (d / "trainer_state.json").is_file()]
-    return sorted(found, key=lambda d: int(d.name.split("_")[1]))
+    """The run's complete checkpoints, oldest first (the engine's rule for what a resume may use)."""
+    from refcal_zoo.engine.checkpoint import complete_checkpoints
+
+    return complete_checkpoints(run)[::-1]
 
 
 def run_files(run: Path) -> list[Path]:
