@@ -58,21 +58,31 @@ def pick_best(runs: Path, methods: list[str]) -> tuple[Path, dict]:
 def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str], dataset: tuple[str, str],
                   notes: str, index: str | Path | None = None, cards: str | Path = REPO / "model_cards",
                   publish_dir: str | Path = REPO / "publish") -> tuple[Path, Path, Path]:
-    """Publish a finished run as zoo entry ``name``: Hub-repo folder, embedded weights + index entry (with the
-    recipe, the overrides that retrain it and a note on the budget), and the card in ``model_cards/<name>/``."""
+    """Publish a finished run as zoo entry ``name``: Hub-repo folder, index entry (with the recipe, the overrides
+    that retrain it and a note on the budget), the card in ``model_cards/<name>/``, and the weights inside the
+    package where every file fits its limit (larger models load from the Hub once the folder is pushed)."""
     from refcal_zoo.hub import publish_run
+    from refcal_zoo.hub.publish import migrate_folder
     from refcal_zoo.zoo import index_path, load_index
-    from refcal_zoo.zoo.update_index import register, write_index
+    from refcal_zoo.zoo.update_index import embed_problem, register, write_index
 
     folder = publish_run(run_dir, Path(publish_dir) / name, name=name)  # nothing pushed: no hf-hub line
     index = Path(index) if index else index_path()
-    register(folder, name=name, index=index, embed=True)  # the embedded copy's card names the zoo entry and tag
-    embedded = index.parent / "weights" / name
+    too_big = embed_problem(folder)
+    entry = register(folder, name=name, index=index, embed=too_big is None)
+    if too_big is None:
+        card_source = index.parent / "weights" / name  # the embedded copy's card names the zoo entry and tag
+    else:  # the Hub folder's card names them instead: it is the copy users get
+        card_source = migrate_folder(folder, zoo_name=name, timm_tag=entry.timm_tag)
+        shown = folder.resolve().relative_to(REPO) if folder.resolve().is_relative_to(REPO) else f"<published>/{name}"
+        shutil.rmtree(index.parent / "weights" / name, ignore_errors=True)  # no stale copy of an older build
+        notes += (f" Weights not shipped in the package ({too_big.split('; ')[0]}): push the published folder with "
+                  f"`refcal-zoo push {shown} --repo {entry.repo_id}` and it loads by name from the Hub.")
     card_dir = Path(cards) / name
     card_dir.mkdir(parents=True, exist_ok=True)
     for f in ("README.md", "reliability.png", "reliability_ts.png"):
-        if (embedded / f).is_file():
-            shutil.copyfile(embedded / f, card_dir / f)
+        if (card_source / f).is_file():
+            shutil.copyfile(card_source / f, card_dir / f)
     entries = load_index(index)
     entry = entries[name]
     entry.recipe = recipe

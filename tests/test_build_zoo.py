@@ -113,6 +113,43 @@ def test_second_invocation_is_a_no_op(built, cifar100_tiny, monkeypatch, capsys)
     assert after == before  # nothing retrained, nothing re-published
 
 
+def test_weights_over_the_package_limit_are_published_but_not_shipped(built, tmp_path, monkeypatch, hf_env,
+                                                                       no_network):
+    """A model whose weights exceed the package's per-file limit (a WRN-28-2 or EfficientViT-B0 here) gets its
+    Hub folder, index entry and card, but no copy inside the package; ``register --embed`` refuses it before the
+    index is touched."""
+    import refcal_zoo
+    from refcal_zoo.errors import RefCalZooError
+    from refcal_zoo.hub import PublishError
+    from refcal_zoo.zoo import load_index, update_index
+
+    run = built[0] / "root" / "runs" / f"{NAME}-s0"
+    size = (run / "model.safetensors").stat().st_size
+    monkeypatch.setattr(update_index, "MAX_EMBED_FILE_BYTES", size - 1)  # one byte too big
+    index = zoo_copy(tmp_path)
+    monkeypatch.setenv("REFCAL_ZOO_INDEX", str(index))
+    before = index.read_bytes()
+    with pytest.raises(PublishError, match=r"model\.safetensors' is .* MB; the package ships files up to"):
+        update_index.register(built[0] / "pub" / NAME, index=index, embed=True)
+    assert index.read_bytes() == before and not (index.parent / "weights" / NAME).exists()
+
+    folder, cards, _ = build_zoo.publish_best.publish_entry(
+        run, NAME, recipe=f"recipes/configs/{NAME}.yaml", overrides=["train.seed=0"],
+        dataset=("uoft-cs/cifar100", "CIFAR-100-LT"), notes="Built by a test.", index=index,
+        cards=tmp_path / "cards", publish_dir=tmp_path / "pub")
+    entry = load_index(index)[NAME]
+    assert entry.published and entry.sha256 == update_index.sha256_file(folder / "model.safetensors")
+    assert not (index.parent / "weights" / NAME).exists()
+    assert "Weights not shipped in the package" in entry.notes and f"--repo {entry.repo_id}" in entry.notes
+    card = (cards / "README.md").read_text()
+    assert card == (folder / "README.md").read_text()  # the Hub folder's card, naming the zoo entry and tag
+    assert f"refcal_zoo.load(\"{NAME}\")" in card or f"refcal_zoo.load('{NAME}')" in card
+    assert entry.timm_tag in card
+    with pytest.raises(RefCalZooError, match=f"'{entry.repo_id}'.* not in the Hugging Face cache"):
+        refcal_zoo.load(NAME)  # offline: from the HF cache once pushed and downloaded, never from the package
+    assert refcal_zoo.ZooModel.from_pretrained(folder).zoo_info["sha256"] == entry.sha256
+
+
 def test_interrupted_cell_is_resumed_bit_identically(built, cifar100_tiny, tmp_path, monkeypatch, capsys):
     folder = tmp_path
     index = zoo_copy(folder)

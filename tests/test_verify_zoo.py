@@ -53,3 +53,35 @@ def test_bad_entries_and_folders_are_refused_before_decoding(tmp_path):
 @pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="the shared CIFAR-10 copy is absent (../shared/datasets)")
 def test_shipped_weights_reproduce_their_card_on_the_real_test_split(hf_env, no_network):
     assert verify.main(["--entries", ENTRY]) == 0
+
+
+def test_an_entry_not_shipped_is_read_from_its_published_folder_sha_checked(tmp_path, hf_env, no_network,
+                                                                             monkeypatch):
+    """An entry too large for the package: re-evaluated from the build's published folder when that holds the
+    pinned weights, refused when it holds others, and reported as skipped when no copy is here."""
+    import shutil
+
+    from refcal_zoo.zoo import INDEX_PATH
+
+    index = tmp_path / "zoo" / "index.yaml"  # the same entries, but no weights/ beside it: nothing is shipped
+    index.parent.mkdir()
+    shutil.copyfile(INDEX_PATH, index)
+    monkeypatch.setenv("REFCAL_ZOO_INDEX", str(index))
+    data = write_cifar_like(tmp_path / "c10", schema="cifar10", num_classes=10, train_per_class=1, test_per_class=2)
+    args = ["--entries", ENTRY, "--dataset", str(data), "--publish-dir", str(tmp_path / "pub")]
+    out = tmp_path / "v.json"
+
+    assert verify.main([*args, "--json", str(out)]) == 1  # asked for by name, and no copy anywhere
+    (result,) = json.loads(out.read_text())["entries"]
+    assert "not in the published folder" in result["skipped"] and "accuracy" not in result
+    shutil.copytree(INDEX_PATH.parent / "weights" / ENTRY, tmp_path / "pub" / ENTRY)
+    assert verify.main([*args, "--json", str(out)]) == 1  # random images: it runs, and disagrees
+    (result,) = json.loads(out.read_text())["entries"]
+    assert result["weights_from"] == "published folder" and result["n"] == 20
+    other = INDEX_PATH.parent / "weights" / "resnet20-cifar10lt-refcal_joint_e5" / "model.safetensors"
+    shutil.copyfile(other, tmp_path / "pub" / ENTRY / "model.safetensors")
+    with pytest.raises(SystemExit, match="does not hold the weights the index pins"):
+        verify.main(args)
+    from huggingface_hub import constants as hf_constants
+
+    assert hf_constants.HF_HUB_OFFLINE is True  # hf_env's setting, restored by main (it was True before too)
