@@ -366,6 +366,9 @@ probability at least 1 - alpha (for images drawn like the validation split); the
 validation split ({{ sets.n_cal }} images, logits / T, score `thr`), the table is measured on the test split
 ({{ sets.n }} images). Marginal: one threshold for all classes; class-conditional: one per class, so the
 guarantee holds for each class (a class with fewer than 1/alpha - 1 validation images is in every set).
+The same validation split also chose the checkpoint and fitted the temperature, so its scores are not quite
+exchangeable with new images' and the finite-sample guarantee is approximate here: the test-split coverage below
+is what was measured.
 
 | alpha | thresholds | coverage | mean set size | worst-class coverage | few-shot coverage |
 |---|---|---|---|---|---|
