@@ -314,6 +314,28 @@ def test_a_version_1_run_folder_loads_and_publishes_as_version_2(trained_run, tm
     assert "a local dataset folder named `cifar10`" in (out / "README.md").read_text()
 
 
+def test_a_relative_local_path_that_looks_like_a_hub_id_is_published_by_folder_name(trained_run, tmp_path, hf_env):
+    """A run that read ``data/cifar10`` (relative, so shaped like ``org/name``) from a folder: its record says
+    local, so the published train config and split record name the folder, never the path or a fake Hub id;
+    a Hub id read from the Hub is kept as it is."""
+    from refcal_zoo.hub import publish_run
+
+    for path, kind, expected in (("data/cifar10", "local", "cifar10"), ("uoft-cs/cifar10", "hub", "uoft-cs/cifar10")):
+        run = copy_folder(trained_run, tmp_path / kind / "run")
+        cfg = json.loads((run / "config.json").read_text())
+        cfg["run_record"]["dataset"].update(id=expected, kind=kind)
+        (run / "config.json").write_text(json.dumps(cfg))
+        lt = json.loads((run / "lt_indices.json").read_text())
+        lt["source"]["path"] = path
+        (run / "lt_indices.json").write_text(json.dumps(lt))
+        tc = yaml.safe_load((run / "config.yaml").read_text())
+        tc["dataset"]["path"] = path
+        (run / "config.yaml").write_text(yaml.safe_dump(tc))
+        out = publish_run(run, tmp_path / kind / "pub")
+        assert yaml.safe_load((out / "train_config.yaml").read_text())["dataset"]["path"] == expected, kind
+        assert json.loads((out / "lt_indices.json").read_text())["source"]["path"] == expected, kind
+
+
 def test_cards_of_shipped_entries_show_only_working_usage_lines():
     for name, entry in load_index(INDEX_PATH).items():
         folder = INDEX_PATH.parent / "weights" / name

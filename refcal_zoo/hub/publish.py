@@ -75,27 +75,34 @@ def _carry_predictions(source: Path, stage: Path) -> None:
 # ------------------------------------------------------------------------------------------ path-free artefacts
 
 
-def _public_dataset(path: Any) -> Any:
-    return dataset_identity(path)[0] if isinstance(path, str) and path else path
+def _public_dataset(path: Any, local: bool | None = None) -> Any:
+    return dataset_identity(path, local=local)[0] if isinstance(path, str) and path else path
 
 
-def public_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A resolved training config without machine paths: ``dataset.path`` -> its identity, no ``output_dir``."""
+def public_train_config(cfg: dict[str, Any], *, local: bool | None = None) -> dict[str, Any]:
+    """A resolved training config without machine paths: ``dataset.path`` -> its identity, no ``output_dir``.
+
+    ``local``: whether the run read ``dataset.path`` from a folder (its record knows); without it a relative
+    ``data/cifar10`` cannot be told from a Hub id and is kept as written.
+    """
     out = copy.deepcopy(cfg)
     if isinstance(out.get("dataset"), dict):
-        out["dataset"]["path"] = _public_dataset(out["dataset"].get("path"))
+        out["dataset"]["path"] = _public_dataset(out["dataset"].get("path"), local)
     if "output_dir" in out:
         out["output_dir"] = None
     return out
 
 
-def public_lt_record(lt: dict[str, Any]) -> dict[str, Any]:
-    """``lt_indices.json`` with the dataset source by identity instead of by path."""
+def public_lt_record(lt: dict[str, Any], *, local: bool | None = None) -> dict[str, Any]:
+    """``lt_indices.json`` with the dataset source by identity instead of by path (``local``: as above, of the
+    source; an exported split read in its place is a folder unless it is written as a Hub id)."""
     out = copy.deepcopy(lt)
     source = out.get("source")
-    for where in (source, source.get("export") if isinstance(source, dict) else None):  # export: what was read
-        if isinstance(where, dict) and "path" in where:
-            where["path"] = _public_dataset(where["path"])
+    if isinstance(source, dict) and "path" in source:
+        source["path"] = _public_dataset(source["path"], local)
+    export = source.get("export") if isinstance(source, dict) else None
+    if isinstance(export, dict) and "path" in export:
+        export["path"] = _public_dataset(export["path"])
     return out
 
 
@@ -110,14 +117,15 @@ def _finish(stage: Path, record: RunRecord | None, name: str | None) -> None:
             record.name = name
         cfg[RECORD_KEY] = record.to_dict()
     write_json(stage / "config.json", cfg)
+    local = None if record is None or record.dataset.kind == "unknown" else record.dataset.kind == "local"
+    lt = json.loads((stage / "lt_indices.json").read_text()) if (stage / "lt_indices.json").is_file() else None
+    read_export = isinstance(lt, dict) and isinstance(lt.get("source"), dict) and "export" in lt["source"]
     if (stage / "train_config.yaml").is_file():
         tc = yaml.safe_load((stage / "train_config.yaml").read_text())
-        if isinstance(tc, dict):
-            write_yaml(stage / "train_config.yaml", public_train_config(tc))
-    if (stage / "lt_indices.json").is_file():
-        lt = json.loads((stage / "lt_indices.json").read_text())
-        if isinstance(lt, dict):
-            write_json(stage / "lt_indices.json", public_lt_record(lt))
+        if isinstance(tc, dict):  # dataset.path is what was read: the source, or an export standing in for it
+            write_yaml(stage / "train_config.yaml", public_train_config(tc, local=None if read_export else local))
+    if isinstance(lt, dict):
+        write_json(stage / "lt_indices.json", public_lt_record(lt, local=local))
 
 
 def _build(folder: Path, fill, *, run_dir: Path | None = None, zoo_name: str | None = None,
