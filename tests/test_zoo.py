@@ -134,6 +134,35 @@ def test_register_fills_the_entry_and_embedded_weights_load_offline(published, h
     assert refcal_zoo.list_models(status="published") == [ZOO_NAME]
 
 
+@pytest.mark.parametrize("failing", ["migrate_folder", "write_index"])
+def test_a_failed_register_leaves_the_shipped_copy_and_the_index_as_they_were(failing, published, hf_env, tmp_path,
+                                                                              monkeypatch):
+    """The package copy is staged beside the shipped one (copy, card) and swapped in only after the index is
+    written: a failure in either step changes neither."""
+    from refcal_zoo.zoo import update_index
+
+    index = write_index(tmp_path / "zoo", {}, monkeypatch=monkeypatch)
+    register(published, index=index, embed=True)
+    shipped = index.parent / "weights" / ZOO_NAME
+    newer = copy_folder(published, tmp_path / "newer")
+    metrics = json.loads((newer / "metrics.json").read_text())
+    (newer / "metrics.json").write_text(json.dumps({**metrics, "accuracy": 0.5}))
+    before = (index.read_bytes(), (shipped / "metrics.json").read_bytes())
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(update_index, failing, disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        register(newer, index=index, embed=True)
+    assert (index.read_bytes(), (shipped / "metrics.json").read_bytes()) == before
+    assert sorted(p.name for p in shipped.parent.iterdir()) == [ZOO_NAME]  # no stage left behind
+    monkeypatch.undo()
+    monkeypatch.setenv("REFCAL_ZOO_INDEX", str(index))
+    assert register(newer, index=index, embed=True).metrics["accuracy"] == 0.5
+    assert json.loads((shipped / "metrics.json").read_text())["accuracy"] == 0.5
+
+
 def test_register_refuses_mismatches(published, trained_run, tmp_path):
     index = write_index(tmp_path / "zoo", {})
     with pytest.raises(PublishError, match="does not match the index entry 'resnet32-cifar10lt-ce'.*architecture"):

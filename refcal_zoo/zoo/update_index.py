@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..fileio import atomic_copy, sha256_file, write_yaml
+from ..fileio import atomic_copy, replace_folder, sha256_file, write_yaml
 from ..hub.card import read_folder
 from ..hub.checks import check_model_name, check_repo_id, check_safetensors, check_user_path
 from ..hub.errors import IntegrityError, PublishError
@@ -159,11 +159,18 @@ def register(
     entry.metrics = {k: rec.metrics.get(k) for k in HEADLINE_KEYS if k in rec.metrics}
     entry.status = "published"
     entries[name] = entry
-    write_index(path, entries)
+    target = path.parent / "weights" / name
+    stage = target.with_name(f".{name}.embedding")
+    try:
+        if embed:  # the slow copy first, beside the shipped folder; swapped in only once the index pins it
+            _embed(folder, stage)
+            migrate_folder(stage, zoo_name=name, timm_tag=entry.timm_tag)  # its card: the zoo name and timm tag
+        write_index(path, entries)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     if embed:
-        target = path.parent / "weights" / name
-        _embed(folder, target)
-        migrate_folder(target, zoo_name=name, timm_tag=entry.timm_tag)  # its card: the zoo name and timm tag
+        replace_folder(stage, target)
     return entry
 
 
@@ -180,8 +187,7 @@ def embed_problem(folder: str | Path) -> str | None:
 
 
 def _embed(folder: Path, target: Path) -> None:
-    if target.exists():
-        shutil.rmtree(target)
+    shutil.rmtree(target, ignore_errors=True)  # a stage left by an interrupted register
     for f in EMBED_FILES:
         if (folder / f).is_file():
             atomic_copy(folder / f, target / f)
