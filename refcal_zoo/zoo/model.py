@@ -60,7 +60,8 @@ def _resolve_zoo(entry: ZooEntry, revision: str | None) -> Resolved:
         raise NotAvailableError(
             f"zoo model '{entry.name}' is not yet published (status: {entry.status}). Build and publish it from a "
             f"refcal_zoo checkout with `{entry.build_command}` (needs Hub access to {entry.dataset.get('id')}, or a "
-            "local copy passed with --data FOLDER, and a GPU)")
+            "local copy passed with --data FOLDER; the README's 'Building the zoo' says how long each suite takes "
+            "on a CPU and on a GPU)")
     if not entry.published and not custom_repo:
         raise NotAvailableError(
             f"zoo model '{entry.name}' has no published weights yet (status: {entry.status}). Train it from a "
