@@ -64,7 +64,7 @@ def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str]
     from refcal_zoo.hub import publish_run
     from refcal_zoo.hub.publish import migrate_folder
     from refcal_zoo.zoo import index_path, load_index
-    from refcal_zoo.zoo.update_index import embed_problem, register, write_index
+    from refcal_zoo.zoo.update_index import MAX_EMBED_FILE_BYTES, embed_problem, register, write_index
 
     folder = publish_run(run_dir, Path(publish_dir) / name, name=name)  # nothing pushed: no hf-hub line
     index = Path(index) if index else index_path()
@@ -75,9 +75,10 @@ def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str]
     else:  # the Hub folder's card names them instead: it is the copy users get
         card_source = migrate_folder(folder, zoo_name=name, timm_tag=entry.timm_tag)
         shown = folder.resolve().relative_to(REPO) if folder.resolve().is_relative_to(REPO) else f"<published>/{name}"
-        shutil.rmtree(index.parent / "weights" / name, ignore_errors=True)  # no stale copy of an older build
-        notes += (f" Weights not shipped in the package ({too_big.split('; ')[0]}): push the published folder with "
-                  f"`refcal-zoo push {shown} --repo {entry.repo_id}` and it loads by name from the Hub.")
+        size = (folder / "model.safetensors").stat().st_size
+        notes += (f" Weights not shipped in the package ({size / 1e6:.1f} MB; it ships files up to "
+                  f"{MAX_EMBED_FILE_BYTES / 1e6:.0f} MB): push the published folder with `refcal-zoo push {shown} "
+                  f"--repo {entry.repo_id}` and it loads by name from the Hub.")
     card_dir = Path(cards) / name
     card_dir.mkdir(parents=True, exist_ok=True)
     for f in ("README.md", "reliability.png", "reliability_ts.png"):

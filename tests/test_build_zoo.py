@@ -141,6 +141,7 @@ def test_weights_over_the_package_limit_are_published_but_not_shipped(built, tmp
     assert entry.published and entry.sha256 == update_index.sha256_file(folder / "model.safetensors")
     assert not (index.parent / "weights" / NAME).exists()
     assert "Weights not shipped in the package" in entry.notes and f"--repo {entry.repo_id}" in entry.notes
+    assert str(tmp_path) not in entry.notes and str(built[0]) not in entry.notes  # no machine path in the index
     card = (cards / "README.md").read_text()
     assert card == (folder / "README.md").read_text()  # the Hub folder's card, naming the zoo entry and tag
     assert f"refcal_zoo.load(\"{NAME}\")" in card or f"refcal_zoo.load('{NAME}')" in card

@@ -163,6 +163,34 @@ def test_a_failed_register_leaves_the_shipped_copy_and_the_index_as_they_were(fa
     assert json.loads((shipped / "metrics.json").read_text())["accuracy"] == 0.5
 
 
+def test_registering_other_weights_without_embedding_removes_the_stale_shipped_copy(published, hf_env, no_network,
+                                                                                     tmp_path, monkeypatch):
+    """A shipped copy whose weights the index no longer pins is removed (it would fail the sha256 check);
+    re-registering the same weights without --embed keeps it."""
+    from safetensors.torch import load_file, save_file
+
+    from refcal_zoo.fileio import sha256_file
+    from refcal_zoo.hub import NotAvailableError
+
+    index = write_index(tmp_path / "zoo", {}, monkeypatch=monkeypatch)
+    register(published, index=index, embed=True)
+    shipped = index.parent / "weights" / ZOO_NAME
+    register(published, index=index)  # the same weights: the copy stays
+    assert refcal_zoo.load(ZOO_NAME).zoo_info["source"] == "embedded"
+    other = copy_folder(published, tmp_path / "other")
+    tensors = load_file(other / "model.safetensors")
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[first] = tensors[first] + 1e-3
+    save_file(tensors, other / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["run_record"]["provenance"]["weights_sha256"] = sha256_file(other / "model.safetensors")
+    (other / "config.json").write_text(json.dumps(cfg))
+    assert register(other, index=index).sha256 == sha256_file(other / "model.safetensors")
+    assert not shipped.exists()
+    with pytest.raises(NotAvailableError, match="not in the Hugging Face cache"):
+        refcal_zoo.load(ZOO_NAME)  # from the Hub (offline here), never from a copy of other weights
+
+
 def test_register_refuses_mismatches(published, trained_run, tmp_path):
     index = write_index(tmp_path / "zoo", {})
     with pytest.raises(PublishError, match="does not match the index entry 'resnet32-cifar10lt-ce'.*architecture"):

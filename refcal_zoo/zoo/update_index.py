@@ -171,6 +171,8 @@ def register(
         raise
     if embed:
         replace_folder(stage, target)
+    elif (target / "model.safetensors").is_file() and sha256_file(target / "model.safetensors") != sha:
+        shutil.rmtree(target)  # a shipped copy of other weights would now fail the index's sha256 pin
     return entry
 
 
