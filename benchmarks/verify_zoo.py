@@ -68,15 +68,14 @@ def evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, bat
     return correct / len(images)
 
 
-def load_entry(name: str, publish_dir: Path):
-    """The entry's model, offline, with where it came from; ``None`` where no copy of its weights is here."""
+def load_entry(entry, publish_dir: Path):
+    """The index ``entry``'s model, offline, with where it came from; ``None`` where no copy of its weights is here."""
     import refcal_zoo
     from refcal_zoo.fileio import sha256_file
     from refcal_zoo.hub import NotAvailableError
-    from refcal_zoo.zoo import get_entry
     from refcal_zoo.zoo.model import shipped_folder
 
-    entry = get_entry(name)
+    name = entry.name
     folder = publish_dir / name
     if shipped_folder(entry) is None and (folder / "model.safetensors").is_file():
         if sha256_file(folder / "model.safetensors") != entry.sha256:
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results, ok = [], True
         for name in names:
-            model, source = load_entry(name, Path(args.publish_dir).expanduser())
+            model, source = load_entry(index[name], Path(args.publish_dir).expanduser())
             if model is None:
                 ok &= args.entries is None  # asked for by name: a failure; in the default sweep: reported
                 results.append({"entry": name, "sha256": index[name].sha256, "skipped": source})
