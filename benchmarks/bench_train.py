@@ -9,7 +9,8 @@
 Images per second for ResNet-32 on CIFAR-10-LT (the shared JPEG copy if found, else synthetic uint8 data):
   (a) eager_fp32   bare forward + backward + SGD step, fp32, NCHW, random float tensors already on the device;
   (b) best_bare    the same bare step in the mode ``auto`` picks for this device (engine/hardware.py: bf16 where
-                   native, channels-last where the kernels prefer it, compiled on CUDA);
+                   it pays, channels-last where the kernels prefer it, compiled on CUDA);
+  other_precision_bare  (b) in the precision ``auto`` did not pick (bf16 <-> fp32): (b) over it should be >= 1;
   (c) loop         the real training loop with the default settings (uint8 batches on the device, batched
                    crop/flip + normalisation, CE, SGD, LR schedule, Accelerate with the resolved precision);
   (d) supcon_2view two-stage RefCal's contrastive step (two SimCLR views, SupCon) in the same loop.
@@ -40,6 +41,7 @@ from refcal_zoo.engine.hardware import (
     SpeedChoice,
     cpu_threads_per_process,
     keep_freed_host_memory,
+    native_bf16,
     resolve_speed,
 )
 from refcal_zoo.losses import build_loss
@@ -175,6 +177,9 @@ def main() -> None:
     benches = {"eager_fp32": BareStep(args.arch, args.batch_size, device, SpeedChoice("no", False, False)),
                "best_bare": BareStep(args.arch, args.batch_size, device, best), "loop": ce,
                "supcon_2view": loop_for(SupConPretrain(SupConConfig(base_temperature=0.07)), "simclr")}
+    # the precision `auto` did not pick, same layout: the evidence for the choice (engine/hardware.py)
+    other = SpeedChoice("no" if best.mixed_precision == "bf16" else "bf16", best.channels_last, best.compile)
+    benches["other_precision_bare"] = BareStep(args.arch, args.batch_size, device, other)
     if args.compile and not best.compile:
         benches["compiled_bare"] = BareStep(args.arch, args.batch_size, device,
                                             SpeedChoice(best.mixed_precision, best.channels_last, True))
@@ -186,12 +191,13 @@ def main() -> None:
     result = {
         "arch": args.arch, "data": what, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"CPU ({torch.get_num_threads()} threads)", "torch": torch.__version__,
-        "native_bf16": best.mixed_precision == "bf16", "auto": vars_of(best),
+        "native_bf16": native_bf16(device), "auto": vars_of(best), "other_precision": other.mixed_precision,
         "freed_host_memory_kept": host_memory_kept, "batch_size": args.batch_size,
         "steps": args.steps, "repeats": args.repeats,
         **{f"{k}_img_per_s": round(v, 1) for k, v in med.items()},
         "loop_over_eager_fp32": round(med["loop"] / med["eager_fp32"], 3),
         "loop_over_best_bare": round(med["loop"] / med["best_bare"], 3),
+        "best_bare_over_other_precision": round(med["best_bare"] / med["other_precision_bare"], 3),
         "warmup_seconds": {k: round(b.warmup_seconds, 1) for k, b in benches.items()},
     }
     if "compiled_bare" in med:
@@ -201,7 +207,9 @@ def main() -> None:
     print(f"{args.arch}, batch {args.batch_size}, {what}, {result['device']}, auto = {result['auto']}, "
           f"median of {args.repeats} rounds x {args.steps} steps")
     for k, v in med.items():
-        print(f"  {k:<14}{v:10.1f} img/s   (warm-up {benches[k].warmup_seconds:.1f} s)")
+        print(f"  {k:<22}{v:10.1f} img/s   (warm-up {benches[k].warmup_seconds:.1f} s)")
+    print(f"  (b) in {best.mixed_precision} over (b) in {other.mixed_precision} = "
+          f"{result['best_bare_over_other_precision']:.3f}")
     print(f"  (c)/(a) loop / eager fp32 = {result['loop_over_eager_fp32']:.3f}   "
           f"(c)/(b) loop / best bare = {result['loop_over_best_bare']:.3f}")
     if "concurrent" in result:

@@ -117,6 +117,32 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path, monkeypatch, recorded):
+    """``auto`` is resolved once per run: resuming where ``auto`` would now pick another precision (a changed
+    policy, another machine) keeps the checkpoint's. A checkpoint from before the choice was recorded resumes with
+    ``auto`` as it resolved then (bf16 wherever native)."""
+    from refcal_zoo.engine import hardware
+
+    out = tmp_path / "pinned"
+    run_killed_at(out, 6, "train.channels_last=false")
+    state_file = next((out.with_name("pinned.incomplete") / "checkpoints").glob("step_*")) / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    started = hardware.resolve_speed("auto", False, "auto", "cpu")
+    assert state["speed"] == {"mixed_precision": started.mixed_precision, "channels_last": False, "compile": False}
+    flipped = "no" if started.mixed_precision == "bf16" else "bf16"
+    monkeypatch.setattr(hardware, "bf16_autocast_pays", lambda device: flipped == "bf16")
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: flipped == "bf16")
+    assert hardware.resolve_speed("auto", False, "auto", "cpu").mixed_precision == flipped
+    if not recorded:
+        del state["speed"]
+        state_file.write_text(json.dumps(state))
+    run_in_process(out, "train.channels_last=false", resume=True)
+    record = json.loads((out / "config.json").read_text())["run_record"]
+    assert record["precision"]["mixed_precision"] == (started.mixed_precision if recorded else flipped)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [["method.name=refcal_joint"], ["method.name=plain", "method.base_loss=crl"]],
                          ids=["supcon_gathered", "crl_history_synced"])
 def test_two_processes_count_every_test_sample_once(tmp_path, method):

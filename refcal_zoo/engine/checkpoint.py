@@ -42,6 +42,9 @@ class TrainerState:
     train_images: int = 0
     scheduler: dict[str, Any] = field(default_factory=dict)
     epoch_sums: dict[str, float] = field(default_factory=dict)  # running sums of the epoch in progress
+    # the precision, layout and compilation the run started with (``SpeedChoice`` as a dict); a resumed run keeps
+    # them even where ``auto`` would now resolve otherwise. None: a checkpoint written before they were recorded
+    speed: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -3,8 +3,13 @@
 ``train.mixed_precision``, ``train.channels_last`` and ``train.compile`` default to ``auto``; this module turns
 ``auto`` into a concrete choice once, at the start of a run, and the run record states what was used:
 
-- bf16 autocast where the device computes bf16 natively: CUDA GPUs with bf16 (Ampere and later), CPUs with
-  AVX-512 BF16 or AMX. Elsewhere bf16 is emulated and several times *slower* than fp32, so ``auto`` keeps fp32.
+- bf16 autocast where it pays: CUDA GPUs with native bf16 (Ampere and later) and CPUs with AMX tiles. A CPU
+  with AVX-512 BF16 but no AMX computes bf16 natively yet trains *slower* under autocast than in fp32: on a 2-core
+  Xeon under KVM (AVX-512 BF16, no AMX), the fp32 channels-last step is 1.36x the bf16 one for ResNet-32, 1.40x
+  for WRN-28-2 and 1.64x for EfficientViT-B0 at batch 128 (``benchmarks/bench_train.py``, ``best_bare`` over
+  ``other_precision_bare``): the casts around every batch norm and activation cost more than the faster
+  convolutions save. Without native bf16 it is emulated and several times slower. In both cases ``auto`` keeps
+  fp32.
 - channels-last (NHWC) where the convolution kernels prefer it: CUDA, and x86 CPUs with AVX2 or better (oneDNN's
   blocked NHWC kernels; measured 1.5x on a 2-core AVX2 EPYC for ResNet-32 in fp32).
 - ``torch.compile`` of the model on CUDA only: on a 2-core CPU inductor's compile of a ResNet-32 training step
@@ -28,7 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SpeedChoice", "cpu_threads_per_process", "keep_freed_host_memory", "native_bf16", "resolve_speed"]
+__all__ = ["SpeedChoice", "bf16_autocast_pays", "cpu_threads_per_process", "keep_freed_host_memory", "native_bf16",
+           "resolve_speed"]
 
 # mallopt(3) parameters, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -51,6 +57,14 @@ def _prefers_channels_last(device: torch.device) -> bool:
     return device.type == "cpu" and bool(torch.cpu._is_avx2_supported())
 
 
+def bf16_autocast_pays(device: torch.device | str) -> bool:
+    """Whether bf16 autocast trains faster than fp32 on ``device``: native bf16 on CUDA, AMX on CPU."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return bool(torch.cpu._is_amx_tile_supported())
+    return native_bf16(device)
+
+
 @dataclass(frozen=True)
 class SpeedChoice:
     """The concrete settings a run uses (``auto`` resolved)."""
@@ -61,11 +75,15 @@ class SpeedChoice:
 
 
 def resolve_speed(mixed_precision: str | None, channels_last: bool | str, compile: bool | str,
-                  device: torch.device | str) -> SpeedChoice:
-    """Resolve ``auto`` values of the three speed settings for ``device``; explicit values pass through."""
+                  device: torch.device | str, *, legacy_cpu_bf16: bool = False) -> SpeedChoice:
+    """Resolve ``auto`` values of the three speed settings for ``device``; explicit values pass through.
+
+    ``legacy_cpu_bf16``: resolve ``auto`` precision as before 2026-12-03 (bf16 wherever it is native, AVX-512 BF16
+    CPUs included), for resuming a run whose checkpoint predates the recorded choice (``TrainerState.speed``)."""
     device = torch.device(device)
     if mixed_precision == "auto":
-        mixed_precision = "bf16" if native_bf16(device) else "no"
+        pays = native_bf16(device) if legacy_cpu_bf16 else bf16_autocast_pays(device)
+        mixed_precision = "bf16" if pays else "no"
     if channels_last == "auto":
         channels_last = _prefers_channels_last(device)
     if compile == "auto":

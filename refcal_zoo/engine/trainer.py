@@ -14,7 +14,7 @@ import shutil
 import signal
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -221,8 +221,13 @@ class Trainer:
             check_output_dir(run_dir, self.overwrite)
             _check_unfinished(stage_dir, self.overwrite)
             self.state, self.ckpt = TrainerState(), None
-        self.speed = resolve_speed(cfg.train.mixed_precision, cfg.train.channels_last, cfg.train.compile,
-                                   "cuda" if torch.cuda.is_available() else "cpu")
+        self.speed_pinned = self.resume
+        if self.resume and self.state.speed is not None:
+            self.speed = SpeedChoice(**self.state.speed)  # a run keeps the precision it started with
+        else:  # a resumed checkpoint that predates the record: `auto` as it resolved when the run started
+            self.speed = resolve_speed(cfg.train.mixed_precision, cfg.train.channels_last, cfg.train.compile,
+                                       "cuda" if torch.cuda.is_available() else "cpu", legacy_cpu_bf16=self.resume)
+        self.state.speed = asdict(self.speed)
         self.accelerator = accelerator = _make_accelerator(cfg, stage_dir, self.speed)
         # numerics unchanged; on CPU it saves the kernel time of re-faulting freed activations every step
         self.host_memory_kept = accelerator.device.type == "cpu" and keep_freed_host_memory()
@@ -267,6 +272,7 @@ class Trainer:
             f"{len(data.train_labels)} / val {len(data.val_labels)} / test {len(data.test_labels)} images, "
             f"{data.num_classes} classes | method {cfg.method.name} ({cfg.method.base_loss}): {plan} | device "
             f"{accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
+            f"{' (as the run started)' if self.speed_pinned else ''}"
             f"{', channels-last' if self.speed.channels_last else ''}{', compiled' if self.speed.compile else ''}"
             f"{', freed host memory kept' if self.host_memory_kept else ''}"
             + (f" | resuming from {self.ckpt.name}" if self.ckpt else "")
