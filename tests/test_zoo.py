@@ -393,6 +393,29 @@ def test_a_relative_local_path_that_looks_like_a_hub_id_is_published_by_folder_n
         assert json.loads((out / "lt_indices.json").read_text())["source"]["path"] == expected, kind
 
 
+def test_a_run_on_a_relative_export_publishes_the_exports_folder_name(trained_run, tmp_path, hf_env):
+    """A run that read an export of a Hub dataset from the relative folder ``device_data/cifar10-lt`` (the GPU
+    scripts' layout): the export is a folder, so the published train config and the split record's export name the
+    folder, never a fake Hub id ``device_data/cifar10-lt``; the source keeps its Hub id."""
+    from refcal_zoo.hub import publish_run
+
+    run = copy_folder(trained_run, tmp_path / "run")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["run_record"]["dataset"].update(id="uoft-cs/cifar10", kind="hub")
+    (run / "config.json").write_text(json.dumps(cfg))
+    lt = json.loads((run / "lt_indices.json").read_text())
+    lt["source"]["path"] = "uoft-cs/cifar10"
+    lt["source"]["export"] = {"folder": "cifar10-lt", "path": "device_data/cifar10-lt"}
+    (run / "lt_indices.json").write_text(json.dumps(lt))
+    tc = yaml.safe_load((run / "config.yaml").read_text())
+    tc["dataset"]["path"] = "device_data/cifar10-lt"
+    (run / "config.yaml").write_text(yaml.safe_dump(tc))
+    out = publish_run(run, tmp_path / "pub")
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["dataset"]["path"] == "cifar10-lt"
+    source = json.loads((out / "lt_indices.json").read_text())["source"]
+    assert (source["path"], source["export"]["path"]) == ("uoft-cs/cifar10", "cifar10-lt")
+
+
 def test_cards_of_shipped_entries_show_only_working_usage_lines():
     for name, entry in load_index(INDEX_PATH).items():
         folder = INDEX_PATH.parent / "weights" / name

@@ -95,14 +95,14 @@ def public_train_config(cfg: dict[str, Any], *, local: bool | None = None) -> di
 
 def public_lt_record(lt: dict[str, Any], *, local: bool | None = None) -> dict[str, Any]:
     """``lt_indices.json`` with the dataset source by identity instead of by path (``local``: as above, of the
-    source; an exported split read in its place is a folder unless it is written as a Hub id)."""
+    source; an exported split read in its place is always a folder, ``refcal-zoo dataset export``'s)."""
     out = copy.deepcopy(lt)
     source = out.get("source")
     if isinstance(source, dict) and "path" in source:
         source["path"] = _public_dataset(source["path"], local)
     export = source.get("export") if isinstance(source, dict) else None
     if isinstance(export, dict) and "path" in export:
-        export["path"] = _public_dataset(export["path"])
+        export["path"] = _public_dataset(export["path"], local=True)
     return out
 
 
@@ -122,8 +122,8 @@ def _finish(stage: Path, record: RunRecord | None, name: str | None) -> None:
     read_export = isinstance(lt, dict) and isinstance(lt.get("source"), dict) and "export" in lt["source"]
     if (stage / "train_config.yaml").is_file():
         tc = yaml.safe_load((stage / "train_config.yaml").read_text())
-        if isinstance(tc, dict):  # dataset.path is what was read: the source, or an export standing in for it
-            write_yaml(stage / "train_config.yaml", public_train_config(tc, local=None if read_export else local))
+        if isinstance(tc, dict):  # dataset.path is what was read: the source, or an export (a folder) standing in
+            write_yaml(stage / "train_config.yaml", public_train_config(tc, local=True if read_export else local))
     if isinstance(lt, dict):
         write_json(stage / "lt_indices.json", public_lt_record(lt, local=local))
 
