@@ -224,7 +224,7 @@ class Trainer:
         self.speed_pinned = self.resume
         if self.resume and self.state.speed is not None:
             self.speed = SpeedChoice(**self.state.speed)  # a run keeps the precision it started with
-        else:  # a resumed checkpoint that predates the record: `auto` as it resolved when the run started
+        else:  # a new run; or a checkpoint from before the record: `auto` as it resolved when that run started
             self.speed = resolve_speed(cfg.train.mixed_precision, cfg.train.channels_last, cfg.train.compile,
                                        "cuda" if torch.cuda.is_available() else "cpu", legacy_cpu_bf16=self.resume)
         self.state.speed = asdict(self.speed)
