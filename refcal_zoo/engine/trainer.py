@@ -221,7 +221,6 @@ class Trainer:
             check_output_dir(run_dir, self.overwrite)
             _check_unfinished(stage_dir, self.overwrite)
             self.state, self.ckpt = TrainerState(), None
-        self.speed_pinned = self.resume
         if self.resume and self.state.speed is not None:
             self.speed = SpeedChoice(**self.state.speed)  # a run keeps the precision it started with
         else:  # a new run; or a checkpoint from before the record: `auto` as it resolved when that run started
@@ -272,7 +271,7 @@ class Trainer:
             f"{len(data.train_labels)} / val {len(data.val_labels)} / test {len(data.test_labels)} images, "
             f"{data.num_classes} classes | method {cfg.method.name} ({cfg.method.base_loss}): {plan} | device "
             f"{accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
-            f"{' (as the run started)' if self.speed_pinned else ''}"
+            f"{' (as the run started)' if self.resume else ''}"
             f"{', channels-last' if self.speed.channels_last else ''}{', compiled' if self.speed.compile else ''}"
             f"{', freed host memory kept' if self.host_memory_kept else ''}"
             + (f" | resuming from {self.ckpt.name}" if self.ckpt else "")
