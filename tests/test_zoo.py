@@ -371,6 +371,23 @@ def test_a_version_1_run_folder_loads_and_publishes_as_version_2(trained_run, tm
     assert "a local dataset folder named `cifar10`" in (out / "README.md").read_text()
 
 
+def _run_that_read(run, identity: tuple[str, str], source_path: str, config_path: str, export: dict | None = None):
+    """Rewrite a run folder as if it had read ``config_path`` (its config), drawn from ``source_path`` (its split
+    record, with ``export`` when an export stood in), recorded as ``identity`` = (id, kind)."""
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["run_record"]["dataset"].update(id=identity[0], kind=identity[1])
+    (run / "config.json").write_text(json.dumps(cfg))
+    lt = json.loads((run / "lt_indices.json").read_text())
+    lt["source"]["path"] = source_path
+    if export is not None:
+        lt["source"]["export"] = export
+    (run / "lt_indices.json").write_text(json.dumps(lt))
+    tc = yaml.safe_load((run / "config.yaml").read_text())
+    tc["dataset"]["path"] = config_path
+    (run / "config.yaml").write_text(yaml.safe_dump(tc))
+    return run
+
+
 def test_a_relative_local_path_that_looks_like_a_hub_id_is_published_by_folder_name(trained_run, tmp_path, hf_env):
     """A run that read ``data/cifar10`` (relative, so shaped like ``org/name``) from a folder: its record says
     local, so the published train config and split record name the folder, never the path or a fake Hub id;
@@ -378,16 +395,7 @@ def test_a_relative_local_path_that_looks_like_a_hub_id_is_published_by_folder_n
     from refcal_zoo.hub import publish_run
 
     for path, kind, expected in (("data/cifar10", "local", "cifar10"), ("uoft-cs/cifar10", "hub", "uoft-cs/cifar10")):
-        run = copy_folder(trained_run, tmp_path / kind / "run")
-        cfg = json.loads((run / "config.json").read_text())
-        cfg["run_record"]["dataset"].update(id=expected, kind=kind)
-        (run / "config.json").write_text(json.dumps(cfg))
-        lt = json.loads((run / "lt_indices.json").read_text())
-        lt["source"]["path"] = path
-        (run / "lt_indices.json").write_text(json.dumps(lt))
-        tc = yaml.safe_load((run / "config.yaml").read_text())
-        tc["dataset"]["path"] = path
-        (run / "config.yaml").write_text(yaml.safe_dump(tc))
+        run = _run_that_read(copy_folder(trained_run, tmp_path / kind / "run"), (expected, kind), path, path)
         out = publish_run(run, tmp_path / kind / "pub")
         assert yaml.safe_load((out / "train_config.yaml").read_text())["dataset"]["path"] == expected, kind
         assert json.loads((out / "lt_indices.json").read_text())["source"]["path"] == expected, kind
@@ -399,17 +407,8 @@ def test_a_run_on_a_relative_export_publishes_the_exports_folder_name(trained_ru
     folder, never a fake Hub id ``device_data/cifar10-lt``; the source keeps its Hub id."""
     from refcal_zoo.hub import publish_run
 
-    run = copy_folder(trained_run, tmp_path / "run")
-    cfg = json.loads((run / "config.json").read_text())
-    cfg["run_record"]["dataset"].update(id="uoft-cs/cifar10", kind="hub")
-    (run / "config.json").write_text(json.dumps(cfg))
-    lt = json.loads((run / "lt_indices.json").read_text())
-    lt["source"]["path"] = "uoft-cs/cifar10"
-    lt["source"]["export"] = {"folder": "cifar10-lt", "path": "device_data/cifar10-lt"}
-    (run / "lt_indices.json").write_text(json.dumps(lt))
-    tc = yaml.safe_load((run / "config.yaml").read_text())
-    tc["dataset"]["path"] = "device_data/cifar10-lt"
-    (run / "config.yaml").write_text(yaml.safe_dump(tc))
+    run = _run_that_read(copy_folder(trained_run, tmp_path / "run"), ("uoft-cs/cifar10", "hub"), "uoft-cs/cifar10",
+                         "device_data/cifar10-lt", export={"folder": "cifar10-lt", "path": "device_data/cifar10-lt"})
     out = publish_run(run, tmp_path / "pub")
     assert yaml.safe_load((out / "train_config.yaml").read_text())["dataset"]["path"] == "cifar10-lt"
     source = json.loads((out / "lt_indices.json").read_text())["source"]
