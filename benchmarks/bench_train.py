@@ -2,7 +2,8 @@
 """Training speed with the defaults against the bare model, measured in one run (issue: speed at the hardware's limit).
 
     python benchmarks/bench_train.py --json benchmarks/results/bench_train_cpu.json
-    python benchmarks/bench_train.py --compile              # also time torch.compile of the bare step (slow on CPU)
+    python benchmarks/bench_train.py --compile              # also time torch.compile'd bare step, loop and two-view
+                                                            # step (compile time is minutes on a 2-core CPU)
     python benchmarks/bench_train.py --processes 4          # 4 concurrent training loops, summed img/s
                                                             # (on CPU each gets cores/4 threads)
 
@@ -143,7 +144,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20, help="optimiser steps per measurement")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="also measure the compiled bare step (and compile time)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also measure the compiled bare step, loop and two-view step (and compile time)")
     ap.add_argument("--processes", type=int, default=0, help="also run N concurrent loops and sum their img/s")
     ap.add_argument("--only-loop", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--default-allocator", action="store_true",
@@ -162,9 +164,12 @@ def main() -> None:
         images, labels = images.to(device), labels.to(device)
     train_set = TensorImageDataset(images, labels)
 
-    def loop_for(method, augment: str) -> LoopStep:
+    def loop_for(method, augment: str, compiled: bool = False) -> LoopStep:
         loader = make_loader(train_set, args.batch_size, train=True, seed=0)
-        return LoopStep(method, create_model(args.arch, num_classes=10), augment, loader, accelerator, best)
+        model = create_model(args.arch, num_classes=10)
+        if compiled:  # what the trainer's Accelerator does with train.compile=true (dynamo_backend="inductor")
+            model = torch.compile(model, backend="inductor")
+        return LoopStep(method, model, augment, loader, accelerator, best)
 
     ce = loop_for(Plain(Criterion(build_loss("ce"))), "crop_flip")
     if args.only_loop:
@@ -183,6 +188,9 @@ def main() -> None:
     if args.compile and not best.compile:
         benches["compiled_bare"] = BareStep(args.arch, args.batch_size, device,
                                             SpeedChoice(best.mixed_precision, best.channels_last, True))
+        benches["compiled_loop"] = loop_for(Plain(Criterion(build_loss("ce"))), "crop_flip", compiled=True)
+        benches["compiled_supcon_2view"] = loop_for(SupConPretrain(SupConConfig(base_temperature=0.07)), "simclr",
+                                                    compiled=True)
     speeds: dict[str, list[float]] = {k: [] for k in benches}
     for _ in range(args.repeats):
         for name, bench in benches.items():
@@ -202,6 +210,9 @@ def main() -> None:
     }
     if "compiled_bare" in med:
         result["compiled_over_best_bare"] = round(med["compiled_bare"] / med["best_bare"], 3)
+        result["compiled_loop_over_loop"] = round(med["compiled_loop"] / med["loop"], 3)
+        result["compiled_supcon_2view_over_supcon_2view"] = round(
+            med["compiled_supcon_2view"] / med["supcon_2view"], 3)
     if args.processes:
         result["concurrent"] = _concurrent(args)
     print(f"{args.arch}, batch {args.batch_size}, {what}, {result['device']}, auto = {result['auto']}, "
@@ -212,6 +223,10 @@ def main() -> None:
           f"{result['best_bare_over_other_precision']:.3f}")
     print(f"  (c)/(a) loop / eager fp32 = {result['loop_over_eager_fp32']:.3f}   "
           f"(c)/(b) loop / best bare = {result['loop_over_best_bare']:.3f}")
+    if "compiled_bare" in result:
+        print(f"  compiled / eager: bare {result['compiled_over_best_bare']:.3f}, loop "
+              f"{result['compiled_loop_over_loop']:.3f}, two-view "
+              f"{result['compiled_supcon_2view_over_supcon_2view']:.3f}")
     if "concurrent" in result:
         print(f"  {args.processes} concurrent loops: {result['concurrent']['loop_img_per_s_sum']:.0f} img/s in all")
     if args.json:

@@ -118,6 +118,25 @@ def test_bench_train_reports_every_figure_and_consistent_ratios(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_train_compile_times_the_compiled_bare_step_loop_and_two_view_step(tmp_path):
+    """``--compile`` adds the compiled bare step, real loop and two-view step, each with its ratio to eager."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_train.py"), "--arch", "resnet8_cifar",
+                    "--dataset", "synthetic", "--steps", "1", "--repeats", "1", "--batch-size", "16", "--compile",
+                    "--json", str(out)], check=True, capture_output=True, text=True)
+    r = json.loads(out.read_text())
+    for compiled, eager, ratio in (("compiled_bare", "best_bare", "compiled_over_best_bare"),
+                                   ("compiled_loop", "loop", "compiled_loop_over_loop"),
+                                   ("compiled_supcon_2view", "supcon_2view",
+                                    "compiled_supcon_2view_over_supcon_2view")):
+        assert r[f"{compiled}_img_per_s"] > 0 and r["warmup_seconds"][compiled] > 0
+        assert r[ratio] == pytest.approx(r[f"{compiled}_img_per_s"] / r[f"{eager}_img_per_s"], rel=0.01)
+
+
+@pytest.mark.slow
 def test_a_compiled_run_exports_plain_timm_weights(tmp_path):
     """``train.compile`` (the CUDA default) must export the model's own parameter names, not torch.compile's
     ``_orig_mod.`` wrapper names, for both the selected and the final weights (it used to crash at the end)."""

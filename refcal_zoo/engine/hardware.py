@@ -12,8 +12,10 @@
   fp32.
 - channels-last (NHWC) where the convolution kernels prefer it: CUDA, and x86 CPUs with AVX2 or better (oneDNN's
   blocked NHWC kernels; measured 1.5x on a 2-core AVX2 EPYC for ResNet-32 in fp32).
-- ``torch.compile`` of the model on CUDA only: on a 2-core CPU inductor's compile of a ResNet-32 training step
-  takes minutes and did not pay back in our measurements (``benchmarks/bench_train.py``).
+- ``torch.compile`` of the model on CUDA only. On CPUs it pays for one-view training on some machines and not on
+  others (``benchmarks/bench_train.py --compile``): 0.98x for the ResNet-32 bare step on a 2-core AVX2 EPYC; on the
+  2-core Xeon 1.18x for the real CE loop but 0.98x for the two-view SupCon step, after ~45 s of compilation, and
+  inductor needs a C++ compiler. ``train.compile=true`` takes it where it pays.
 - On CPU, glibc's allocator keeps freed memory (``keep_freed_host_memory``). By default it hands the activations'
   large blocks back to the kernel and faults them in again on the next step: 6,000-30,000 page faults per
   ResNet-32 step at batch 128 on a 2-core EPYC, where keeping them leaves ~300. Measured gain: +3% images/s for
