@@ -32,8 +32,20 @@ if [ ! -f "$data/lt_indices.json" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # refcal_zoo from this checkout, installed or not
 if ! "$py" -c "import datasets" 2>/dev/null; then  # the GPU image lacks it: the wheels prepare_device_data.sh saved
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-        device_data/wheels/*.whl && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    # a failed install stops here, in one line, not minutes later as an ImportError inside every cell
+    if ! compgen -G "device_data/wheels/*.whl" > /dev/null || ! "$py" -m pip install -q --no-index --no-deps \
+            --no-compile --no-cache-dir --target /tmp/site device_data/wheels/*.whl; then
+        echo "error: 'datasets' is not importable and its wheels in device_data/wheels did not install: rerun" \
+             "scripts/prepare_device_data.sh here (it saves wheels for the device's Python) and carry device_data" >&2
+        exit 2
+    fi
+    export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    if ! "$py" -c "import datasets" 2>/dev/null; then
+        echo "error: the wheels in device_data/wheels installed but 'datasets' does not import with $py" \
+             "($("$py" -V 2>&1)): scripts/prepare_device_data.sh downloads them for Python 3.12; match its" \
+             "--python-version to the device's and rerun it" >&2
+        exit 2
+    fi
 fi
 if ! "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "warning: no GPU visible to torch: the cells train on the CPU" >&2
