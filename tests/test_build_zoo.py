@@ -250,6 +250,28 @@ def test_progress_of_an_interrupted_run_is_computed_from_its_log(tmp_path):
     assert build_zoo.compare.progress(tmp_path / "runs" / "y-s0") == ""  # no interrupted run
 
 
+def test_the_gpu_build_script_stops_in_one_line_when_datasets_cannot_be_installed(tmp_path):
+    """On a machine whose Python lacks ``datasets``, wheels that do not install end the script at once (exit 2,
+    one error line, nothing trained or packed), instead of an ImportError later in every cell."""
+    import os
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "zoo_build_gpu.sh", tmp_path / "scripts")
+    (tmp_path / "device_data" / "cifar10-lt").mkdir(parents=True)
+    (tmp_path / "device_data" / "cifar10-lt" / "lt_indices.json").write_text("{}")
+    (tmp_path / "device_data" / "wheels").mkdir()
+    (tmp_path / "device_data" / "wheels" / "datasets-0-py3-none-any.whl").write_text("not a wheel")
+    python = tmp_path / "python"  # this Python without site-packages: no datasets, and no pip to install it
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(tmp_path / "scripts" / "zoo_build_gpu.sh")], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHON=str(python), OUT_DIR=str(out)))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "device_data/wheels did not install" in errors[0]
+    assert not out.exists() and not (tmp_path / "device_runs").exists()
+
+
 def _device_runs():
     spec = importlib.util.spec_from_file_location("device_runs", REPO / "scripts" / "device_runs.py")
     module = importlib.util.module_from_spec(spec)
