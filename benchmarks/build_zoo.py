@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "recipes" / "configs"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+def _load(name: str, folder: Path = REPO / "benchmarks"):
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -39,6 +39,7 @@ def _load(name: str):
 
 compare = _load("compare_methods")
 publish_best = _load("publish_best")
+device_runs = _load("device_runs", REPO / "scripts")
 
 
 @dataclass
@@ -202,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-corruption-study", action="store_true",
                     help="skip the corruption study of each entry's first seed (refcal-zoo eval --corrupt; its "
                          "report goes to <results>/corruptions/ and into the report's full-budget verdict)")
+    ap.add_argument("--snapshot", default=None, metavar="DIR",
+                    help="keep a copy of every interrupted cell (newest checkpoint, without machine paths) in DIR, "
+                         "a folder to commit (e.g. benchmarks/results/<suite>/in_progress), and restore from it "
+                         "first: the build then survives the loss of --root (a new machine); see "
+                         "scripts/device_runs.py")
+    ap.add_argument("--snapshot-every", type=float, default=30.0, metavar="MINUTES",
+                    help="how often --snapshot refreshes DIR while cells train (default 30); also when a cell "
+                         "finishes and when the build stops")
     ap.add_argument("--list", action="store_true", help="show the queue, what is finished and how far interrupted "
                     "cells got (with a rough time left), then exit")
     ap.add_argument("--index", default=None, help="zoo index to edit (default: the package's)")
@@ -211,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.parallel < 1:
         raise SystemExit("error: --parallel must be >= 1")
+    if args.snapshot_every <= 0:
+        raise SystemExit("error: --snapshot-every must be > 0 minutes")
     if args.publish_only and args.no_publish:
         raise SystemExit("error: --publish-only and --no-publish exclude each other")
 
@@ -231,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     queue = [(cell, seed) for seed in seeds for cell in suite.cells if args.entries is None
              or cell.method in args.entries]  # seed-major: every entry gets its first seed first
     queue = [(cell, seed) for cell, seed in queue if f"{cell.method}-s{seed}" not in args.skip]
+    snapshot = Path(args.snapshot) if args.snapshot else None
+    if snapshot is not None and not args.list:
+        for line in device_runs.restore(snapshot, out):
+            print(f"[{build.name}] {line} from {snapshot}", flush=True)
+    rows = {(r["method"], int(r["seed"])): r for r in compare.read_results(results)}
+    # a cell in results.csv whose run folder is not here was finished (and published) on another machine: done
+    elsewhere = {(cell.method, seed) for cell, seed in queue
+                 if (cell, seed) not in compare.pending_cells([cell], [seed], rows, out)}
     if args.publish_only:
         queue = [(cell, seed) for cell, seed in queue if (compare.cell_run_dir(out, cell, seed) / "metrics.json")
                  .is_file()]
@@ -240,23 +259,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for cell, seed in queue:
             run_dir = compare.cell_run_dir(out, cell, seed)
-            done = (run_dir / "metrics.json").is_file()
+            done = (run_dir / "metrics.json").is_file() or (cell.method, seed) in elsewhere
             partial = compare.resumable(run_dir)
             state = "done" if done else "partial" if partial else "queued"
-            print(f"{state:8} {cell.method} seed {seed}" + (f": {compare.progress(run_dir)}" if partial else ""))
+            where = (": in results.csv, its run folder not in this --root" if (cell.method, seed) in elsewhere
+                     else f": {compare.progress(run_dir)}" if partial else "")
+            print(f"{state:8} {cell.method} seed {seed}{where}", flush=True)
         return 0
+    queue = [(cell, seed) for cell, seed in queue if (cell.method, seed) not in elsewhere]
 
     if not args.no_publish:
         check_publishable(build, entries, args.index)
-    rows = {(r["method"], int(r["seed"])): r for r in compare.read_results(results)}
     lock = threading.Lock()
     launcher = args.launcher.split() if args.launcher else [sys.executable]
     paths = {"index": args.index, "cards": args.cards, "publish_dir": args.publish_dir}
     failed = []
     threads = compare.threads_per_cell(args.parallel)
 
+    def keep_snapshot() -> None:
+        if snapshot is None:
+            return
+        with lock:
+            try:
+                for line in device_runs.snapshot(out, snapshot):
+                    print(f"[{build.name}] snapshot: {line}", flush=True)
+            except Exception as exc:  # noqa: BLE001 - a failed copy must not stop the training; the next one retries
+                print(f"[{build.name}] snapshot to {snapshot} FAILED: {type(exc).__name__}: {exc}", flush=True)
+
+    stop = threading.Event()
+
+    def snapshots() -> None:
+        while not stop.wait(args.snapshot_every * 60):
+            keep_snapshot()
+
     def work(cell: compare.Cell, seed: int) -> None:
         row = compare.run_cell(suite, cell, seed, out, False, launcher, threads=threads)
+        keep_snapshot()  # the finished cell leaves the snapshot
         with lock:  # one writer of results.csv and of the zoo index at a time
             if row is None:
                 failed.append(f"{cell.method} seed {seed}")
@@ -275,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             with lock:
                 compare.record_results(results, suite, rows)  # results.md gets the corruption table
 
+    if snapshot is not None:
+        threading.Thread(target=snapshots, daemon=True).start()
     try:
         compare.run_queue(queue, work, args.parallel)
     except compare.CellInterrupted as exc:
@@ -284,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{build.name}] stopped by SIGINT; interrupted cells keep their newest checkpoint: run the same "
               "command again to resume", flush=True)
         return 130
+    finally:
+        stop.set()
+        keep_snapshot()
     if failed:
         print(f"[{build.name}] failed: {', '.join(failed)} (logs in {out / 'logs'})", flush=True)
     return 1 if failed else 0

@@ -16,6 +16,18 @@ checkout (code, the exported data and what ``carry`` names). So:
   interrupted one only by a run that got further; each folder is swapped in whole.
 - ``stage`` copies the interrupted runs (newest checkpoint only) into the carried folder and lists the finished
   ones in ``finished.txt``, which ``scripts/zoo_build_gpu.sh`` passes to ``build_zoo.py --skip``.
+
+The same carrying keeps a CPU build alive across machines (a session's machine may be a new one, without the
+build's ``--root``): ``build_zoo.py --snapshot DIR`` calls
+
+    python scripts/device_runs.py snapshot ~/zoo_build/<suite> benchmarks/results/<suite>/in_progress
+    python scripts/device_runs.py restore benchmarks/results/<suite>/in_progress ~/zoo_build/<suite>
+
+- ``snapshot`` keeps in DIR, a folder committed with the repository, each interrupted run as ``stage`` copies it
+  (newest checkpoint, best weights so far, log, split record: about 6 MB for a ResNet-32), its ``config.yaml`` and
+  ``lt_indices.json`` without machine paths (a resume rewrites the first and reads only the data's identity from
+  the second); a run is rewritten only when it has a newer checkpoint, and dropped once it finished.
+- ``restore`` copies them back into the root where the root has no run that got as far (nor the finished one).
 """
 
 from __future__ import annotations
@@ -183,6 +195,98 @@ def stage(root: Path, dest: Path) -> list[str]:
     return staged
 
 
+def _newest_step(run: Path) -> int:
+    """Global step of ``run``'s newest complete checkpoint (-1 without one): how far a resume would start."""
+    newest = _checkpoints(run)[-1:]
+    return int(newest[0].name.rsplit("_", 1)[1]) if newest else -1
+
+
+def _swap_in(new: Path, here: Path) -> None:
+    """Put the folder ``new`` at ``here`` (same file system) so that ``here`` is always the old or the new one."""
+    old = here.with_name(f".old-{here.name}")
+    if old.exists():
+        shutil.rmtree(old)
+    if here.exists():
+        here.rename(old)
+    new.rename(here)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _portable(run: Path) -> None:
+    """Rewrite ``run``'s ``config.yaml`` and ``lt_indices.json`` without machine paths (``dataset.path`` and the
+    data source by identity, no ``output_dir``): a resume checks neither path and rewrites ``config.yaml``."""
+    import yaml
+
+    from refcal_zoo.fileio import write_json, write_yaml
+    from refcal_zoo.hub.publish import public_lt_record, public_train_config
+
+    if (run / "config.yaml").is_file():
+        write_yaml(run / "config.yaml", public_train_config(yaml.safe_load((run / "config.yaml").read_text()) or {},
+                                                            local=True))
+    if (run / "lt_indices.json").is_file():
+        write_json(run / "lt_indices.json", public_lt_record(json.loads((run / "lt_indices.json").read_text())))
+
+
+def snapshot(root: Path, dest: Path) -> list[str]:
+    """Keep ``dest/runs`` a copy of ``root``'s interrupted runs (see the module docstring); returns what changed."""
+    runs_dir, kept_dir = root / "runs", dest / "runs"
+    if dest.resolve() == root.resolve():
+        raise SystemExit("error: the snapshot folder must not be the build's root")
+    runs = [d for d in sorted(runs_dir.iterdir()) if d.is_dir()] if runs_dir.is_dir() else []
+    finished = {d.name for d in runs if not d.name.endswith(INCOMPLETE) and (d / "metrics.json").is_file()}
+    changed = []
+    for run in runs:
+        if not run.name.endswith(INCOMPLETE) or run.name.removesuffix(INCOMPLETE) in finished:
+            continue
+        step, kept = _newest_step(run), kept_dir / run.name
+        if step < 0 or (kept.is_dir() and _newest_step(kept) == step):
+            continue
+        tmp = kept_dir / f".new-{run.name}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        try:
+            for f in run_files(run):
+                target = tmp / f.relative_to(run)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
+        except FileNotFoundError:  # the engine dropped that checkpoint meanwhile: the next snapshot takes the new one
+            shutil.rmtree(tmp, ignore_errors=True)
+            continue
+        _portable(tmp)
+        _swap_in(tmp, kept)
+        changed.append(f"kept {run.name} (checkpoint step {step}, {epochs_done(kept)} epochs logged)")
+    for name in sorted(finished):
+        if (kept_dir / (name + INCOMPLETE)).is_dir():
+            shutil.rmtree(kept_dir / (name + INCOMPLETE))
+            changed.append(f"dropped {name + INCOMPLETE}: finished")
+    return changed
+
+
+def restore(src: Path, root: Path) -> list[str]:
+    """Copy the runs that ``snapshot`` kept in ``src`` into ``root/runs`` where they got further than the runs
+    there (a finished run there is never touched); returns what it did."""
+    kept = [d for d in sorted((src / "runs").iterdir()) if d.is_dir() and d.name.endswith(INCOMPLETE)
+            ] if (src / "runs").is_dir() else []
+    runs_dir = root / "runs"
+    done = []
+    for run in kept:
+        here = runs_dir / run.name
+        if (runs_dir / run.name.removesuffix(INCOMPLETE) / "metrics.json").is_file():
+            done.append(f"kept {run.name.removesuffix(INCOMPLETE)}: finished here already")
+            continue
+        if here.is_dir() and _newest_step(here) >= _newest_step(run):
+            continue  # the run here got as far: nothing to say
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = runs_dir / f".restore-{run.name}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(run, tmp)
+        _swap_in(tmp, here)
+        done.append(f"restored {run.name} ({epochs_done(here)} epochs logged)")
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -195,8 +299,18 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("stage", help="here: ROOT's interrupted runs and finished list into DEST, to carry")
     s.add_argument("root", type=Path)
     s.add_argument("dest", type=Path)
+    n = sub.add_parser("snapshot", help="ROOT's interrupted runs into DEST, a folder committed with the repository")
+    n.add_argument("root", type=Path)
+    n.add_argument("dest", type=Path)
+    r = sub.add_parser("restore", help="the runs that snapshot kept in SRC into the build root ROOT")
+    r.add_argument("src", type=Path)
+    r.add_argument("root", type=Path)
     args = ap.parse_args(argv)
-    if args.command == "pack":
+    if args.command == "snapshot":
+        print("\n".join(snapshot(args.root.expanduser(), args.dest)) or "snapshot unchanged")
+    elif args.command == "restore":
+        print("\n".join(restore(args.src, args.root.expanduser())) or "nothing to restore")
+    elif args.command == "pack":
         manifest = pack(args.root, args.out)
         print(f"packed {len(manifest['files'])} files: {len(manifest['finished'])} finished, "
               f"{len(manifest['interrupted'])} interrupted runs; left out: {manifest['left_out'] or 'none'}")

@@ -353,3 +353,43 @@ def test_pack_keeps_within_the_device_tools_limits_and_unpack_refuses_foreign_ta
     with pytest.raises(SystemExit, match="not a file of runs/<run>/"):
         device_runs.unpack(evil, tmp_path / "home")
     assert not (tmp_path / "outside").exists()
+
+
+def test_a_build_survives_the_loss_of_its_root_through_its_snapshot(built, cifar100_tiny, tmp_path, monkeypatch,
+                                                                    capsys):
+    """A cell killed on machine 1 is kept in the --snapshot folder (newest checkpoint, no machine paths); machine 1's
+    root is lost; the same command on machine 2 restores it, resumes and finishes with the uninterrupted build's
+    weights, and drops it from the snapshot. A third machine with the results table trains nothing."""
+    index = zoo_copy(tmp_path)
+    kept = tmp_path / "repo" / "in_progress"
+
+    def args(root: str, *extra: str) -> list[str]:
+        return ["--suite", "cifar100lt-full", "--data", str(cifar100_tiny), "--entries", NAME, "--seeds", "0",
+                "--override", *SMOKE, "--root", str(tmp_path / root), "--index", str(index), "--cards",
+                str(tmp_path / "cards"), "--publish-dir", str(tmp_path / "pub"), "--no-corruption-study",
+                "--snapshot", str(kept), *extra]
+
+    monkeypatch.setenv("REFCAL_ZOO_KILL_AT_BATCH", "8")
+    assert build_zoo.main(args("m1", "--no-publish")) == 1
+    monkeypatch.delenv("REFCAL_ZOO_KILL_AT_BATCH")
+    run = kept / "runs" / f"{NAME}-s0.incomplete"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_5"] and (run / "config.yaml").is_file()
+    texts = [p.read_text(errors="replace") for p in run.rglob("*") if p.suffix in (".yaml", ".json", ".jsonl")]
+    assert texts and not any(str(tmp_path) in t for t in texts)  # committed: no machine paths
+    shutil.rmtree(tmp_path / "m1")  # the machine is gone
+    capsys.readouterr()
+
+    assert build_zoo.main(args("m2", "--no-publish")) == 0
+    out = capsys.readouterr().out
+    assert f"restored {NAME}-s0.incomplete" in out and "--resume" in out
+    weights = (tmp_path / "m2" / "runs" / f"{NAME}-s0" / "model.safetensors").read_bytes()
+    assert weights == (built[0] / "root" / "runs" / f"{NAME}-s0" / "model.safetensors").read_bytes()
+    assert not run.exists()  # finished: out of the snapshot
+
+    def no_training(*a, **k):
+        raise AssertionError("a cell recorded in results.csv was trained again")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    assert build_zoo.main(args("m3", "--no-publish", "--results", str(tmp_path / "m2"))) == 0
+    assert build_zoo.main(args("m3", "--list", "--results", str(tmp_path / "m2"))) == 0
+    assert f"done     {NAME} seed 0: in results.csv" in capsys.readouterr().out
