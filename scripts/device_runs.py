@@ -290,21 +290,16 @@ def restore(src: Path, root: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pack", help="there: the runs of ROOT into OUT as tar files + pack.json")
-    p.add_argument("root", type=Path)
-    p.add_argument("out", type=Path)
-    u = sub.add_parser("unpack", help="here: the tar files of SRC into the build root ROOT")
-    u.add_argument("src", type=Path)
-    u.add_argument("root", type=Path)
-    s = sub.add_parser("stage", help="here: ROOT's interrupted runs and finished list into DEST, to carry")
-    s.add_argument("root", type=Path)
-    s.add_argument("dest", type=Path)
-    n = sub.add_parser("snapshot", help="ROOT's interrupted runs into DEST, a folder committed with the repository")
-    n.add_argument("root", type=Path)
-    n.add_argument("dest", type=Path)
-    r = sub.add_parser("restore", help="the runs that snapshot kept in SRC into the build root ROOT")
-    r.add_argument("src", type=Path)
-    r.add_argument("root", type=Path)
+    for command, first, second, text in (
+        ("pack", "root", "out", "there: the runs of ROOT into OUT as tar files + pack.json"),
+        ("unpack", "src", "root", "here: the tar files of SRC into the build root ROOT"),
+        ("stage", "root", "dest", "here: ROOT's interrupted runs and finished list into DEST, to carry"),
+        ("snapshot", "root", "dest", "ROOT's interrupted runs into DEST, a folder committed with the repository"),
+        ("restore", "src", "root", "the runs that snapshot kept in SRC into the build root ROOT"),
+    ):
+        parser = sub.add_parser(command, help=text)
+        parser.add_argument(first, type=Path)
+        parser.add_argument(second, type=Path)
     args = ap.parse_args(argv)
     if args.command == "snapshot":
         print("\n".join(snapshot(args.root.expanduser(), args.dest)) or "snapshot unchanged")
