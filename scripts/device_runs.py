@@ -201,8 +201,24 @@ def _newest_step(run: Path) -> int:
     return int(newest[0].name.rsplit("_", 1)[1]) if newest else -1
 
 
+def _mend_cut_swaps(folder: Path) -> None:
+    """Undo what a process killed inside ``_swap_in`` (or while copying) left in ``folder``: an ``.old-<run>``
+    without its ``<run>`` goes back to its name; other leftovers (``.old-``, ``.new-``, ``.restore-``) go."""
+    if not folder.is_dir():
+        return
+    for leftover in sorted(d for d in folder.iterdir() if d.is_dir() and d.name.startswith(".")):
+        for prefix in (".old-", ".new-", ".restore-"):
+            if leftover.name.startswith(prefix):
+                here = folder / leftover.name.removeprefix(prefix)
+                if prefix == ".old-" and not here.exists():
+                    leftover.rename(here)
+                else:
+                    shutil.rmtree(leftover)
+
+
 def _swap_in(new: Path, here: Path) -> None:
-    """Put the folder ``new`` at ``here`` (same file system) so that ``here`` is always the old or the new one."""
+    """Put the folder ``new`` at ``here`` (same file system): between its two renames a kill leaves ``.old-<name>``
+    alone, which ``_mend_cut_swaps`` puts back."""
     old = here.with_name(f".old-{here.name}")
     if old.exists():
         shutil.rmtree(old)
@@ -233,8 +249,10 @@ def snapshot(root: Path, dest: Path) -> list[str]:
     runs_dir, kept_dir = root / "runs", dest / "runs"
     if dest.resolve() == root.resolve():
         raise SystemExit("error: the snapshot folder must not be the build's root")
-    runs = [d for d in sorted(runs_dir.iterdir()) if d.is_dir()] if runs_dir.is_dir() else []
+    runs = [d for d in sorted(runs_dir.iterdir()) if d.is_dir() and not d.name.startswith(".")
+            ] if runs_dir.is_dir() else []
     finished = {d.name for d in runs if not d.name.endswith(INCOMPLETE) and (d / "metrics.json").is_file()}
+    _mend_cut_swaps(kept_dir)
     changed = []
     for run in runs:
         if not run.name.endswith(INCOMPLETE) or run.name.removesuffix(INCOMPLETE) in finished:
@@ -266,9 +284,11 @@ def snapshot(root: Path, dest: Path) -> list[str]:
 def restore(src: Path, root: Path) -> list[str]:
     """Copy the runs that ``snapshot`` kept in ``src`` into ``root/runs`` where they got further than the runs
     there (a finished run there is never touched); returns what it did."""
+    runs_dir = root / "runs"
+    _mend_cut_swaps(src / "runs")
+    _mend_cut_swaps(runs_dir)
     kept = [d for d in sorted((src / "runs").iterdir()) if d.is_dir() and d.name.endswith(INCOMPLETE)
             ] if (src / "runs").is_dir() else []
-    runs_dir = root / "runs"
     done = []
     for run in kept:
         here = runs_dir / run.name

@@ -393,3 +393,36 @@ def test_a_build_survives_the_loss_of_its_root_through_its_snapshot(built, cifar
     assert build_zoo.main(args("m3", "--no-publish", "--results", str(tmp_path / "m2"))) == 0
     assert build_zoo.main(args("m3", "--list", "--results", str(tmp_path / "m2"))) == 0
     assert f"done     {NAME} seed 0: in results.csv" in capsys.readouterr().out
+
+
+def _fake_run(folder: Path, step: int) -> Path:
+    """An interrupted run as the engine leaves it: a log and one complete checkpoint ``step_<step>``."""
+    (folder / "checkpoints" / f"step_{step}").mkdir(parents=True)
+    (folder / "checkpoints" / f"step_{step}" / "trainer_state.json").write_text("{}")
+    (folder / "log.jsonl").write_text('{"epoch": 1}\n' * step)
+    return folder
+
+
+def test_a_snapshot_cut_off_mid_swap_is_mended_not_lost(tmp_path):
+    """A kill between ``_swap_in``'s two renames leaves the previous copy as ``.old-<run>`` only, and a kill while
+    copying leaves ``.new-<run>`` / ``.restore-<run>``: restore still finds the old copy, snapshot replaces it, and
+    no dot-named leftover survives or is taken for a run."""
+    device_runs = _device_runs()
+    run = f"{NAME}-s0.incomplete"
+    kept = tmp_path / "in_progress" / "runs"
+    _fake_run(kept / f".old-{run}", 3)  # committed mid-swap: only the old copy
+    _fake_run(kept / f".new-{run}", 4)  # and a copy whose writing was cut off
+    root = tmp_path / "root"
+    _fake_run(root / "runs" / f".restore-{run}", 2)  # a restore cut off on this machine
+    assert device_runs.restore(tmp_path / "in_progress", root) == [f"restored {run} (3 epochs logged)"]
+    assert sorted(p.name for p in (root / "runs").iterdir()) == [run]
+    assert device_runs._newest_step(root / "runs" / run) == 3
+    assert sorted(p.name for p in kept.iterdir()) == [run]
+
+    shutil.rmtree(root / "runs" / run / "checkpoints" / "step_3")
+    _fake_run(root / "runs" / run, 5)  # the resumed run got further
+    _fake_run(root / "runs" / f".restore-{NAME}-s1.incomplete", 9)  # a leftover is not a run to keep
+    kept.joinpath(run).rename(kept / f".old-{run}")  # the snapshot was cut off mid-swap again
+    assert device_runs.snapshot(root, tmp_path / "in_progress") == [f"kept {run} (checkpoint step 5, 5 epochs logged)"]
+    assert sorted(p.name for p in kept.iterdir()) == [run]
+    assert [p.name for p in (kept / run / "checkpoints").iterdir()] == ["step_5"]
