@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{build.name}] {line} from {snapshot}", flush=True)
     rows = {(r["method"], int(r["seed"])): r for r in compare.read_results(results)}
     # a cell in results.csv whose run folder is not here was finished (and published) on another machine: done
-    elsewhere = {(cell.method, seed) for cell, seed in queue
-                 if (cell, seed) not in compare.pending_cells([cell], [seed], rows, out)}
+    pending = compare.pending_cells(suite.cells, seeds, rows, out)
+    elsewhere = {(cell.method, seed) for cell, seed in queue if (cell, seed) not in pending}
     if args.publish_only:
         queue = [(cell, seed) for cell, seed in queue if (compare.cell_run_dir(out, cell, seed) / "metrics.json")
                  .is_file()]

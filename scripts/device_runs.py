@@ -172,6 +172,14 @@ def unpack(src: Path, root: Path) -> list[str]:
     return done
 
 
+def _copy_run(run: Path, target: Path) -> None:
+    """Copy the files of ``run`` that travel (``run_files``) into the folder ``target``."""
+    for f in run_files(run):
+        copy = target / f.relative_to(run)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, copy)
+
+
 def stage(root: Path, dest: Path) -> list[str]:
     """Copy ``root``'s interrupted runs (newest checkpoint only) into ``dest/runs`` and list the finished ones in
     ``dest/finished.txt``; ``dest`` is replaced (it is the carried copy, never the only one)."""
@@ -186,10 +194,7 @@ def stage(root: Path, dest: Path) -> list[str]:
     staged = []
     for run in runs:
         if run.name.endswith(INCOMPLETE) and _checkpoints(run) and run.name.removesuffix(INCOMPLETE) not in finished:
-            for f in run_files(run):
-                target = dest / "runs" / f.relative_to(runs_dir)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, target)
+            _copy_run(run, dest / "runs" / run.name)
             staged.append(run.name)
     (dest / "finished.txt").write_text("".join(f"{name}\n" for name in finished))
     return staged
@@ -264,10 +269,7 @@ def snapshot(root: Path, dest: Path) -> list[str]:
         if tmp.exists():
             shutil.rmtree(tmp)
         try:
-            for f in run_files(run):
-                target = tmp / f.relative_to(run)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, target)
+            _copy_run(run, tmp)
         except FileNotFoundError:  # the engine dropped that checkpoint meanwhile: the next snapshot takes the new one
             shutil.rmtree(tmp, ignore_errors=True)
             continue
