@@ -71,11 +71,11 @@ def _cifar10lt_full(data: str, gpu: bool) -> BuildSuite:
                # classes with one image in the batch included - has a positive (one view leaves them out)
                Entry("resnet32-cifar10lt-refcal_joint", "resnet32-cifar10lt-refcal_joint.yaml"),
                # the long-tail baseline, then RefCal-joint on it (issue 16)
-               Entry("resnet32-cifar10lt-logit_adjusted", "resnet32-cifar10lt-logit_adjusted.yaml"),
-               Entry("resnet32-cifar10lt-crl", "resnet32-cifar10lt-crl.yaml"),
-               Entry("resnet32-cifar10lt-refcal_joint_la", "resnet32-cifar10lt-refcal_joint_la.yaml")]
+               Entry("resnet32-cifar10lt-logit_adjusted", "resnet32-cifar10lt-logit_adjusted.yaml")]
     if gpu:
-        entries.append(Entry("resnet32-cifar10lt-refcal", "resnet32-cifar10lt-refcal.yaml"))
+        entries += [Entry("resnet32-cifar10lt-crl", "resnet32-cifar10lt-crl.yaml"),
+                    Entry("resnet32-cifar10lt-refcal_joint_la", "resnet32-cifar10lt-refcal_joint_la.yaml"),
+                    Entry("resnet32-cifar10lt-refcal", "resnet32-cifar10lt-refcal.yaml")]
         others = ["ls005", "ls01", "focal", "flsd53", "brier", "mmce", "dca", "mdca", "fl_mdca", "ls_mdca", "mbls",
                   "logitnorm", "adafocal", "refcal_ls", "refcal_mmce", "refcal_crl", "ldam_drw", "balanced_softmax",
                   "mislas"]
@@ -84,19 +84,24 @@ def _cifar10lt_full(data: str, gpu: bool) -> BuildSuite:
         return BuildSuite("cifar10lt-full-gpu", entries, (0, 1, 2), ("uoft-cs/cifar10", "CIFAR-10-LT"), data,
                           "every CIFAR-10-LT entry at its recipe's full budget (LDAM-DRW: 200 epochs; two-stage "
                           "RefCal: 1000 SupCon + 100 linear epochs), seeds 0-2, for one GPU")
-    entries.append(Entry(f"resnet32-cifar10lt-refcal_supcon{_TWO_STAGE_CPU}", "resnet32-cifar10lt-refcal.yaml",
-                         [f"train.epochs={_TWO_STAGE_CPU}"],
-                         f"{_TWO_STAGE_CPU} SupCon epochs + 100 linear epochs: a reduced budget (the release trains "
-                         "1000 SupCon epochs; `cifar10lt-full-gpu` builds that)"))
-    # the other backbones at budgets this CPU affords, named as reduced-budget entries: WRN-28-2 (the WRN-28-10
-    # recipe at a quarter of the width) and EfficientViT-B0, 30 epochs each
+    # The rest of the CPU queue runs shortest first, so entries get published between sessions: the two 30-epoch
+    # cells, then CRL (one view: ~9 h at logit_adjusted's 110-130 img/s on the 2-core EPYC, one core a cell), then
+    # the two-view cells (~18 h each at RefCal-joint's 55-63 img/s).
+    # The other backbones come at budgets this CPU affords, named as reduced-budget entries: WRN-28-2 (the
+    # WRN-28-10 recipe at a quarter of the width) and EfficientViT-B0, 30 epochs each.
+    entries.append(Entry("efficientvit_b0-cifar10lt-ce_e30", "efficientvit_b0-cifar10lt-ce.yaml", ["train.epochs=30"],
+                         "30 epochs: a reduced budget (the recipe trains 200)"))
     entries.append(Entry("wrn28_2-cifar10lt-ce_e30", "wrn28_10-cifar10lt-ce.yaml",
                          ["model.arch=wrn28_2_cifar", "train.epochs=30", "train.schedule=cosine",
                           "train.milestones=[]"],
                          "WRN-28-2 instead of WRN-28-10, 30 epochs with a cosine schedule: a reduced budget (the "
                          "recipe trains WRN-28-10 for 200 epochs)"))
-    entries.append(Entry("efficientvit_b0-cifar10lt-ce_e30", "efficientvit_b0-cifar10lt-ce.yaml", ["train.epochs=30"],
-                         "30 epochs: a reduced budget (the recipe trains 200)"))
+    entries += [Entry("resnet32-cifar10lt-crl", "resnet32-cifar10lt-crl.yaml"),
+                Entry("resnet32-cifar10lt-refcal_joint_la", "resnet32-cifar10lt-refcal_joint_la.yaml")]
+    entries.append(Entry(f"resnet32-cifar10lt-refcal_supcon{_TWO_STAGE_CPU}", "resnet32-cifar10lt-refcal.yaml",
+                         [f"train.epochs={_TWO_STAGE_CPU}"],
+                         f"{_TWO_STAGE_CPU} SupCon epochs + 100 linear epochs: a reduced budget (the release trains "
+                         "1000 SupCon epochs; `cifar10lt-full-gpu` builds that)"))
     return BuildSuite("cifar10lt-full", entries, (0,), ("uoft-cs/cifar10", "CIFAR-10-LT"), data,
                       "ResNet-32 on CIFAR-10-LT (rho 10) at the recipes' budgets on a CPU (two-stage RefCal: "
                       f"{_TWO_STAGE_CPU} SupCon epochs), seed 0; reduced-budget WRN-28-2 and EfficientViT-B0 entries")
