@@ -13,7 +13,8 @@ checkout (code, the exported data and what ``carry`` names). So:
   (their newest checkpoint only), as up to 7 tar files, and ``pack.json``: what was packed and what was left out,
   with every finished run's metrics (also of one too large to come back, e.g. a WRN-28-10's weights).
 - ``unpack`` puts them into the build's ``--root`` (``runs/``); a finished run here is never replaced, an
-  interrupted one only by a run that got further; each folder is swapped in whole.
+  interrupted one only by a run with a newer checkpoint; each folder is swapped in whole (a cut-off swap is mended
+  on the next call, as for ``snapshot``).
 - ``stage`` copies the interrupted runs (newest checkpoint only) into the carried folder and lists the finished
   ones in ``finished.txt``, which ``scripts/zoo_build_gpu.sh`` passes to ``build_zoo.py --skip``.
 
@@ -37,7 +38,6 @@ import json
 import shutil
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 MAX_FILES = 8  # files back from $OUT: 7 tar files + pack.json
@@ -53,6 +53,13 @@ def _checkpoints(run: Path) -> list[Path]:
     from refcal_zoo.engine.checkpoint import complete_checkpoints
 
     return complete_checkpoints(run)[::-1]
+
+
+def _runs(runs_dir: Path) -> list[Path]:
+    """The run folders of ``runs_dir``, never the dot-named leftovers of a cut-off swap (``_mend_cut_swaps``)."""
+    if not runs_dir.is_dir():
+        return []
+    return [d for d in sorted(runs_dir.iterdir()) if d.is_dir() and not d.name.startswith(".")]
 
 
 def run_files(run: Path) -> list[Path]:
@@ -85,7 +92,7 @@ def pack(root: Path, out: Path, max_files: int = MAX_FILES, max_file: int = MAX_
     if not runs_dir.is_dir():
         raise SystemExit(f"error: no runs/ folder in '{root}': pass the build's --root")
     out.mkdir(parents=True, exist_ok=True)
-    runs = [d for d in sorted(runs_dir.iterdir()) if d.is_dir()]
+    runs = _runs(runs_dir)
     finished = [d for d in runs if not d.name.endswith(INCOMPLETE) and (d / "metrics.json").is_file()]
     partial = sorted((d for d in runs if d.name.endswith(INCOMPLETE) and _checkpoints(d)),
                      key=lambda d: (-epochs_done(d), d.name))
@@ -147,6 +154,7 @@ def unpack(src: Path, root: Path) -> list[str]:
         raise SystemExit(f"error: no runs-*.tar in '{src}': pass the folder the device call's files landed in")
     runs_dir = root / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
+    _mend_cut_swaps(runs_dir)
     done = []
     for path in tars:
         with tarfile.open(path) as tar:
@@ -156,19 +164,20 @@ def unpack(src: Path, root: Path) -> list[str]:
                 if (here_finished / "metrics.json").is_file():
                     done.append(f"kept {finished_name}: finished here already")
                     continue
-                with tempfile.TemporaryDirectory(dir=runs_dir, prefix=".unpack-") as tmp:
-                    tar.extractall(tmp, members=members, filter="data")
-                    new = Path(tmp) / "runs" / run
-                    if run.endswith(INCOMPLETE) and here.is_dir() and epochs_done(here) >= epochs_done(new):
-                        done.append(f"kept {run}: the copy here got as far ({epochs_done(here)} epochs)")
-                        continue
-                    old = Path(tmp) / "old"
-                    if here.exists():
-                        here.rename(old)  # swapped whole: the folder is either the old one or the new one
-                    new.rename(here)
-                    if not run.endswith(INCOMPLETE) and (runs_dir / (run + INCOMPLETE)).is_dir():
-                        shutil.rmtree(runs_dir / (run + INCOMPLETE))  # the interrupted run it finished
-                    done.append(f"unpacked {run} ({epochs_done(here)} epochs logged)")
+                tmp = runs_dir / f".unpack-{run}"
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tar.extractall(tmp, members=members, filter="data")
+                new = tmp / "runs" / run
+                if run.endswith(INCOMPLETE) and here.is_dir() and _newest_step(here) >= _newest_step(new):
+                    shutil.rmtree(tmp)  # a resume starts from the newest checkpoint: that is how far a run got
+                    done.append(f"kept {run}: the copy here got as far (checkpoint step {_newest_step(here)})")
+                    continue
+                _swap_in(new, here)
+                shutil.rmtree(tmp)
+                if not run.endswith(INCOMPLETE) and (runs_dir / (run + INCOMPLETE)).is_dir():
+                    shutil.rmtree(runs_dir / (run + INCOMPLETE))  # the interrupted run it finished
+                done.append(f"unpacked {run} ({epochs_done(here)} epochs logged)")
     return done
 
 
@@ -189,7 +198,7 @@ def stage(root: Path, dest: Path) -> list[str]:
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "runs").mkdir(parents=True)
-    runs = [d for d in sorted(runs_dir.iterdir()) if d.is_dir()] if runs_dir.is_dir() else []
+    runs = _runs(runs_dir)
     finished = [d.name for d in runs if not d.name.endswith(INCOMPLETE) and (d / "metrics.json").is_file()]
     staged = []
     for run in runs:
@@ -208,11 +217,12 @@ def _newest_step(run: Path) -> int:
 
 def _mend_cut_swaps(folder: Path) -> None:
     """Undo what a process killed inside ``_swap_in`` (or while copying) left in ``folder``: an ``.old-<run>``
-    without its ``<run>`` goes back to its name; other leftovers (``.old-``, ``.new-``, ``.restore-``) go."""
+    without its ``<run>`` goes back to its name; other leftovers (``.old-``, ``.new-``, ``.restore-``,
+    ``.unpack-``) go."""
     if not folder.is_dir():
         return
     for leftover in sorted(d for d in folder.iterdir() if d.is_dir() and d.name.startswith(".")):
-        for prefix in (".old-", ".new-", ".restore-"):
+        for prefix in (".old-", ".new-", ".restore-", ".unpack-"):
             if leftover.name.startswith(prefix):
                 here = folder / leftover.name.removeprefix(prefix)
                 if prefix == ".old-" and not here.exists():
@@ -254,8 +264,7 @@ def snapshot(root: Path, dest: Path) -> list[str]:
     runs_dir, kept_dir = root / "runs", dest / "runs"
     if dest.resolve() == root.resolve():
         raise SystemExit("error: the snapshot folder must not be the build's root")
-    runs = [d for d in sorted(runs_dir.iterdir()) if d.is_dir() and not d.name.startswith(".")
-            ] if runs_dir.is_dir() else []
+    runs = _runs(runs_dir)
     finished = {d.name for d in runs if not d.name.endswith(INCOMPLETE) and (d / "metrics.json").is_file()}
     _mend_cut_swaps(kept_dir)
     changed = []
@@ -289,8 +298,7 @@ def restore(src: Path, root: Path) -> list[str]:
     runs_dir = root / "runs"
     _mend_cut_swaps(src / "runs")
     _mend_cut_swaps(runs_dir)
-    kept = [d for d in sorted((src / "runs").iterdir()) if d.is_dir() and d.name.endswith(INCOMPLETE)
-            ] if (src / "runs").is_dir() else []
+    kept = [d for d in _runs(src / "runs") if d.name.endswith(INCOMPLETE)]
     done = []
     for run in kept:
         here = runs_dir / run.name

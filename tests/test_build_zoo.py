@@ -426,3 +426,42 @@ def test_a_snapshot_cut_off_mid_swap_is_mended_not_lost(tmp_path):
     assert device_runs.snapshot(root, tmp_path / "in_progress") == [f"kept {run} (checkpoint step 5, 5 epochs logged)"]
     assert sorted(p.name for p in kept.iterdir()) == [run]
     assert [p.name for p in (kept / run / "checkpoints").iterdir()] == ["step_5"]
+
+
+def _tar_of(runs: list[Path], tar_path: Path) -> Path:
+    """A tar of ``runs`` laid out as ``pack`` writes it (``runs/<run>/...``)."""
+    tar_path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tar_path, "w") as tar:
+        for run in runs:
+            for f in sorted(p for p in run.rglob("*") if p.is_file()):
+                tar.add(f, arcname=f"runs/{run.name}/{f.relative_to(run).as_posix()}", recursive=False)
+    return tar_path
+
+
+def test_unpack_mends_a_cut_off_swap_and_takes_only_a_newer_checkpoint(tmp_path):
+    """``unpack`` swaps through ``_swap_in``: a kill between its renames (``.old-<run>`` alone) or while extracting
+    (``.unpack-<run>``) is mended on the next call, and the leftovers are never packed. A run comes in only with a
+    newer checkpoint than the copy here: more epochs logged over an older checkpoint is not further."""
+    device_runs = _device_runs()
+    run, other = f"{NAME}-s0.incomplete", f"{NAME}-s1.incomplete"
+    runs = tmp_path / "root" / "runs"
+    _fake_run(runs / f".old-{run}", 3)  # unpack cut off between its renames: only the old copy
+    _fake_run(runs / f".unpack-{other}", 9)  # and an extraction cut off
+    device = tmp_path / "device" / "runs"
+    _tar_of([_fake_run(device / run, 5)], tmp_path / "files" / "runs-0.tar")
+    assert device_runs.unpack(tmp_path / "files", tmp_path / "root") == [f"unpacked {run} (5 epochs logged)"]
+    assert sorted(p.name for p in runs.iterdir()) == [run]
+    assert device_runs._newest_step(runs / run) == 5
+
+    _fake_run(device / other, 4)
+    (device / other / "log.jsonl").write_text('{"epoch": 1}\n' * 20)  # logged further, checkpoint older
+    _fake_run(runs / other, 6)
+    _tar_of([device / other], tmp_path / "files2" / "runs-0.tar")
+    assert device_runs.unpack(tmp_path / "files2", tmp_path / "root") == [
+        f"kept {other}: the copy here got as far (checkpoint step 6)"]
+    assert device_runs._newest_step(runs / other) == 6 and sorted(p.name for p in runs.iterdir()) == [run, other]
+
+    _fake_run(runs / f".old-{NAME}-s2.incomplete", 7)  # a leftover beside runs that exist is not packed
+    (runs / run).rename(runs / f".old-{run}")  # nor is an old copy whose run is missing, before a mend
+    manifest = device_runs.pack(tmp_path / "root", tmp_path / "out")
+    assert sorted(manifest["interrupted"]) == [other]
