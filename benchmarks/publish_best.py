@@ -60,11 +60,12 @@ def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str]
                   publish_dir: str | Path = REPO / "publish") -> tuple[Path, Path, Path]:
     """Publish a finished run as zoo entry ``name``: Hub-repo folder, index entry (with the recipe, the overrides
     that retrain it and a note on the budget), the card in ``model_cards/<name>/``, and the weights inside the
-    package where every file fits its limit (larger models load from the Hub once the folder is pushed)."""
+    package where the model fits its limit (sharded over 5 MB; larger models load from the Hub once the folder is
+    pushed)."""
     from refcal_zoo.hub import publish_run
     from refcal_zoo.hub.publish import migrate_folder
     from refcal_zoo.zoo import index_path, load_index
-    from refcal_zoo.zoo.update_index import MAX_EMBED_FILE_BYTES, embed_problem, register, write_index
+    from refcal_zoo.zoo.update_index import MAX_EMBED_MODEL_BYTES, embed_problem, register, write_index
 
     folder = publish_run(run_dir, Path(publish_dir) / name, name=name)  # nothing pushed: no hf-hub line
     index = Path(index) if index else index_path()
@@ -76,8 +77,8 @@ def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str]
         card_source = migrate_folder(folder, zoo_name=name, timm_tag=entry.timm_tag)
         shown = folder.resolve().relative_to(REPO) if folder.resolve().is_relative_to(REPO) else f"<published>/{name}"
         size = (folder / "model.safetensors").stat().st_size
-        notes += (f" Weights not shipped in the package ({size / 1e6:.1f} MB; it ships files up to "
-                  f"{MAX_EMBED_FILE_BYTES / 1e6:.0f} MB): push the published folder with `refcal-zoo push {shown} "
+        notes += (f" Weights not shipped in the package ({size / 1e6:.1f} MB; it ships models up to "
+                  f"{MAX_EMBED_MODEL_BYTES / 1e6:.0f} MB): push the published folder with `refcal-zoo push {shown} "
                   f"--repo {entry.repo_id}` and it loads by name from the Hub.")
     card_dir = Path(cards) / name
     card_dir.mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,7 @@ def test_second_invocation_is_a_no_op(built, cifar100_tiny, monkeypatch, capsys)
 
 def test_weights_over_the_package_limit_are_published_but_not_shipped(built, tmp_path, monkeypatch, hf_env,
                                                                        no_network):
-    """A model whose weights exceed the package's per-file limit (a WRN-28-2 or EfficientViT-B0 here) gets its
+    """A model whose weights exceed the package's per-model limit (a WRN-28-10 here) gets its
     Hub folder, index entry and card, but no copy inside the package; ``register --embed`` refuses it before the
     index is touched."""
     import refcal_zoo
@@ -125,11 +125,11 @@ def test_weights_over_the_package_limit_are_published_but_not_shipped(built, tmp
 
     run = built[0] / "root" / "runs" / f"{NAME}-s0"
     size = (run / "model.safetensors").stat().st_size
-    monkeypatch.setattr(update_index, "MAX_EMBED_FILE_BYTES", size - 1)  # one byte too big
+    monkeypatch.setattr(update_index, "MAX_EMBED_MODEL_BYTES", size - 1)  # one byte too big
     index = zoo_copy(tmp_path)
     monkeypatch.setenv("REFCAL_ZOO_INDEX", str(index))
     before = index.read_bytes()
-    with pytest.raises(PublishError, match=r"model\.safetensors' is .* MB; the package ships files up to"):
+    with pytest.raises(PublishError, match=r"model\.safetensors' is .* MB; the package ships models .* up to"):
         update_index.register(built[0] / "pub" / NAME, index=index, embed=True)
     assert index.read_bytes() == before and not (index.parent / "weights" / NAME).exists()
 

@@ -499,3 +499,50 @@ def test_reduced_budget_entries_carry_their_budget_in_the_name(method, hf_env, n
         assert f'timm.create_model("resnet20_cifar.{method}_e5_cifar10lt"' in text
     with pytest.raises(ResolveError, match=f"unknown zoo model '{old}'.*{new}"):
         refcal_zoo.load(old)
+
+
+def test_weights_over_the_file_limit_ship_as_pinned_shards(published, hf_env, no_network, tmp_path, monkeypatch):
+    """Weights over the package's per-file limit ship as Hugging Face shards (each under the limit, each sha256
+    pinned in the index): ``refcal_zoo.load`` and the timm tag give the one-file model's exact outputs, and a
+    changed shard is refused."""
+    import timm
+    from safetensors.torch import load_file
+
+    from refcal_zoo.hub.shards import SHARD_INDEX
+    from refcal_zoo.zoo import update_index
+    from refcal_zoo.zoo.tags import register_timm_tags
+
+    size = (published / "model.safetensors").stat().st_size
+    limit = int(size * 0.6)
+    monkeypatch.setattr(update_index, "MAX_EMBED_FILE_BYTES", limit)
+    index = write_index(tmp_path / "zoo", {}, monkeypatch=monkeypatch)
+    entry = register(published, index=index, embed=True)
+    shipped = index.parent / "weights" / ZOO_NAME
+    assert len(entry.shards) >= 2 and load_index(index)[ZOO_NAME].shards == entry.shards
+    assert not (shipped / "model.safetensors").exists() and (shipped / SHARD_INDEX).is_file()
+    assert all((shipped / s).stat().st_size <= limit for s in entry.shards)
+    merged = {k: v for s in entry.shards for k, v in load_file(shipped / s).items()}
+    original = load_file(published / "model.safetensors")
+    assert merged.keys() == original.keys() and all(torch.equal(merged[k], original[k]) for k in original)
+
+    x = torch.rand(4, 3, 32, 32)
+    reference = refcal_zoo.ZooModel.from_pretrained(published)
+    model = refcal_zoo.load(ZOO_NAME)
+    assert model.zoo_info["source"] == "embedded" and model.zoo_info["sha256"] == entry.sha256
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+        try:
+            register_timm_tags()  # the tag of the index in use: timm reads the shards through custom_load
+            raw = timm.create_model(entry.timm_tag, pretrained=True).eval()
+            assert torch.equal(raw(x), reference.model(x))
+        finally:
+            monkeypatch.delenv("REFCAL_ZOO_INDEX")
+            register_timm_tags()
+
+    monkeypatch.setenv("REFCAL_ZOO_INDEX", str(index))
+    shard = shipped / sorted(entry.shards)[-1]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1  # one bit of one tensor
+    shard.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"sha256 of .*model-0000.-of-0000.\.safetensors.* the zoo index pins"):
+        refcal_zoo.load(ZOO_NAME)

@@ -4,8 +4,9 @@ This layer knows folders and Hub repos only; zoo names are resolved by :mod:`ref
 
 * :func:`resolve_folder`: ``local-dir:FOLDER`` / an existing folder, or ``hf-hub:org/name[@revision]`` through
   ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` - a mirror is an ``HF_ENDPOINT``).
-* :func:`load_folder`: ``model.safetensors`` only (never pickle), checked for truncation, sha256 pins, a classifier
-  whose size matches ``config.json``'s ``num_classes`` and finite values, then loaded strictly into the timm model.
+* :func:`load_folder`: ``model.safetensors`` (or its shards, :mod:`.shards`) only, never pickle, checked for
+  truncation, sha256 pins, a classifier whose size matches ``config.json``'s ``num_classes`` and finite values,
+  then loaded strictly into the timm model.
 * :func:`predict_logits` / :func:`predict_proba`: the model's own preprocessing, with checked inputs.
 """
 
@@ -40,6 +41,7 @@ from ..fileio import sha256_file
 from ..record import RecordError, RunRecord, read_record
 from .checks import check_repo_id, check_safetensors, check_user_path
 from .errors import IntegrityError, NotAvailableError, ResolveError
+from .shards import is_sharded, load_shards
 
 __all__ = ["LoadedFolder", "Resolved", "download", "load_folder", "predict_logits", "predict_proba",
            "resolve_folder", "resolve_hub_id"]
@@ -61,6 +63,7 @@ class Resolved:
     revision: str | None = None
     name: str | None = None  # zoo name, if resolved through the zoo index
     pins: list[tuple[str, str]] = field(default_factory=list)  # (sha256, where it was pinned)
+    shard_pins: dict[str, str] | None = None  # {shard file: sha256} of a sharded copy (refcal_zoo.hub.shards)
 
 
 @dataclass
@@ -70,7 +73,7 @@ class LoadedFolder:
     model: nn.Module
     config: dict[str, Any]
     record: RunRecord | None
-    sha256: str
+    sha256: str | None  # of model.safetensors (of a sharded copy: the pinned file it was cut from, if any)
     metrics: dict[str, Any]
 
 
@@ -233,26 +236,36 @@ def _state_error(cfg: dict, weights: Path, state: dict, expected: dict) -> str |
     return None
 
 
-def load_folder(folder: str | Path, pins: list[tuple[str, str]] | None = None) -> LoadedFolder:
-    """Verify and load ``folder`` (``config.json`` + ``model.safetensors``) as a timm model in eval mode."""
+def load_folder(folder: str | Path, pins: list[tuple[str, str]] | None = None,
+                shard_pins: dict[str, str] | None = None) -> LoadedFolder:
+    """Verify and load ``folder`` (``config.json`` + ``model.safetensors``, or its shards) as a timm model in eval
+    mode. ``pins`` are sha256 pins of ``model.safetensors``; a sharded copy is checked against ``shard_pins``."""
     folder = Path(folder)
     cfg = read_config(folder)
     weights = folder / WEIGHTS
-    if not weights.is_file():
+    sharded = is_sharded(folder)
+    if not weights.is_file() and not sharded:
         others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".ckpt"))
         extra = f" (found {', '.join(others)}: refcal_zoo never unpickles weights)" if others else ""
         raise IntegrityError(f"'{folder}' has no {WEIGHTS}{extra}; refcal_zoo loads safetensors only")
-    header = check_safetensors(weights)
-    actual = sha256_file(weights)
     record = folder_record(folder, cfg)
-    all_pins = list(pins or [])
-    if record is not None and record.provenance.weights_sha256:
-        all_pins.append((record.provenance.weights_sha256, f"'{folder / CONFIG}' (run_record.provenance)"))
-    for expected, where in all_pins:
-        if not isinstance(expected, str) or expected.lower() != actual:
-            raise IntegrityError(f"sha256 of '{weights}' is {actual}, but {where} pins {expected}: the file is "
-                                 "corrupt or was replaced; refusing to load it (delete it and download or copy "
-                                 "it again)")
+    if sharded:
+        if pins and shard_pins is None:
+            raise IntegrityError(f"'{folder}' holds sharded weights, but only the sha256 of one {WEIGHTS} is pinned "
+                                 "(no shard pins): refusing to load it unchecked; copy it again from its source")
+        state, header = load_shards(folder, shard_pins)
+        actual = pins[0][0].lower() if pins else None  # the shards are what the index pinned beside this sha256
+    else:
+        header = check_safetensors(weights)
+        actual = sha256_file(weights)
+        all_pins = list(pins or [])
+        if record is not None and record.provenance.weights_sha256:
+            all_pins.append((record.provenance.weights_sha256, f"'{folder / CONFIG}' (run_record.provenance)"))
+        for expected, where in all_pins:
+            if not isinstance(expected, str) or expected.lower() != actual:
+                raise IntegrityError(f"sha256 of '{weights}' is {actual}, but {where} pins {expected}: the file is "
+                                     "corrupt or was replaced; refusing to load it (delete it and download or copy "
+                                     "it again)")
     arch = cfg["architecture"]
     if not timm.is_model(arch.split(".", 1)[0]):
         raise ResolveError(f"{CONFIG} in '{folder}' names architecture '{arch}', which is not registered in timm "
@@ -263,10 +276,12 @@ def load_folder(folder: str | Path, pins: list[tuple[str, str]] | None = None) -
         raise IntegrityError(f"'{folder / CONFIG}' declares num_classes={num_classes} but {len(label_names)} "
                              "label_names; the file is inconsistent")
     _check_classifier(cfg, weights, header)
-    try:
-        state = load_file(str(weights), device="cpu")
-    except SafetensorError as exc:
-        raise IntegrityError(f"'{weights}' cannot be read as safetensors ({exc}); download or copy it again") from None
+    if not sharded:
+        try:
+            state = load_file(str(weights), device="cpu")
+        except SafetensorError as exc:
+            raise IntegrityError(f"'{weights}' cannot be read as safetensors ({exc}); download or copy it "
+                                 "again") from None
     _check_finite(state, weights)
     model = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=False)
     problem = _state_error(cfg, weights, state, model.state_dict())

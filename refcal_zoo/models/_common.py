@@ -1,8 +1,9 @@
-"""Shared pieces of the CIFAR model families: normalization constants, the default-cfg helper and the classifier
-heads (linear, or cosine as LDAM-DRW's ``NormedLinear``)."""
+"""Shared pieces of the CIFAR model families: normalization constants, the default-cfg helper, the classifier
+heads (linear, or cosine as LDAM-DRW's ``NormedLinear``) and the loading of sharded pretrained weights."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,6 +87,16 @@ class NormedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}"
+
+
+class ShardedPretrained:
+    """timm's ``custom_load`` hook: a pretrained cfg whose ``file`` is a ``model.safetensors.index.json`` (weights
+    shipped as Hugging Face shards, :mod:`refcal_zoo.hub.shards`) is read by ``huggingface_hub.load_torch_model``."""
+
+    def load_pretrained(self, checkpoint_path: str, prefix: str = "") -> None:
+        from huggingface_hub import load_torch_model
+
+        load_torch_model(self, Path(checkpoint_path).parent, strict=True, safe=True)
 
 
 class PooledLinearHead:

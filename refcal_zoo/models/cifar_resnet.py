@@ -18,7 +18,7 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from ._common import PooledLinearHead, cifar_cfg, with_tag_head_args
+from ._common import PooledLinearHead, ShardedPretrained, cifar_cfg, with_tag_head_args
 
 __all__ = ["CifarResNet"]
 
@@ -50,7 +50,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(PooledLinearHead, nn.Module):
+class CifarResNet(ShardedPretrained, PooledLinearHead, nn.Module):
     """ResNet-(6n+2) for 32x32 inputs, with timm's model interface."""
 
     def __init__(

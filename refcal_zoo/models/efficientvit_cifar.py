@@ -16,12 +16,12 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.efficientvit_mit import EfficientVit
 from torch import nn
 
-from ._common import cifar_cfg
+from ._common import ShardedPretrained, cifar_cfg
 
 __all__ = ["EfficientVitCifar"]
 
 
-class EfficientVitCifar(EfficientVit):
+class EfficientVitCifar(ShardedPretrained, EfficientVit):
     """timm's EfficientVit with the stem and the first stage at stride 1 (total reduction 8)."""
 
     def __init__(self, **kwargs) -> None:

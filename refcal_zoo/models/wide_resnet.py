@@ -15,7 +15,7 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from ._common import PooledLinearHead, cifar_cfg, with_tag_head_args
+from ._common import PooledLinearHead, ShardedPretrained, cifar_cfg, with_tag_head_args
 
 __all__ = ["WideResNet"]
 
@@ -45,7 +45,7 @@ class WideBasicBlock(nn.Module):
         return y + (self.shortcut(o) if self.shortcut is not None else x)
 
 
-class WideResNet(PooledLinearHead, nn.Module):
+class WideResNet(ShardedPretrained, PooledLinearHead, nn.Module):
     """WRN-depth-widen for 32x32 inputs, with timm's model interface."""
 
     def __init__(

@@ -3,8 +3,8 @@
 The index is a data file shipped with the package (``refcal_zoo/zoo/index.yaml``; ``$REFCAL_ZOO_INDEX``
 points at another one). Each entry is named ``<arch>-<dataset>-<method>`` and records the timm architecture,
 dataset, method, recipe (config + overrides), Hub repo (``$REFCAL_ZOO_ORG/<name>`` unless pinned), revision,
-sha256 of ``model.safetensors``, headline metrics and a status: ``published`` (weights exist) or
-``recipe-only`` (train it yourself with :attr:`ZooEntry.train_command`).
+sha256 of ``model.safetensors`` (and of each shard of a copy shipped sharded), headline metrics and a status:
+``published`` (weights exist) or ``recipe-only`` (train it yourself with :attr:`ZooEntry.train_command`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ HEADLINE_KEYS = ("accuracy", "nll", "brier", "ece", "auroc_misclassification", "
                  "ts/nll", "ts/brier", "ts/ece")
 _ENTRY_NAME = re.compile(r"^[a-z0-9_]+-[a-z0-9_]+-[a-z0-9_]+$")
 _FIELDS = ("arch", "num_classes", "dataset", "method", "base_loss", "recipe", "overrides", "repo", "revision",
-           "sha256", "temperature", "metrics", "status", "notes", "build")
+           "sha256", "shards", "temperature", "metrics", "status", "notes", "build")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def zoo_org() -> str:
@@ -83,6 +84,7 @@ class ZooEntry:
     repo: str | None = None  # None: <REFCAL_ZOO_ORG>/<name>
     revision: str | None = None  # pinned Hub revision (tag or commit); None: main
     sha256: str | None = None  # of model.safetensors
+    shards: dict[str, str] | None = None  # sha256 of each shard of the copy shipped sharded (refcal_zoo.hub.shards)
     temperature: float | None = None
     metrics: dict[str, float | None] | None = None
     status: str = "recipe-only"
@@ -118,8 +120,9 @@ class ZooEntry:
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in _FIELDS}
-        if data["build"] is None:  # most entries: keep the index free of empty keys
-            del data["build"]
+        for key in ("build", "shards"):  # most entries: keep the index free of empty keys
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -146,6 +149,10 @@ def _entry(name: str, raw: Any, source: Path) -> ZooEntry:
                            "letters, digits, '_'), e.g. resnet32-cifar10lt-refcal_joint")
     entry = ZooEntry(name=name, **{k: v for k, v in raw.items()})
     entry.overrides = list(entry.overrides or [])
+    if entry.shards is not None and (not isinstance(entry.shards, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and _SHA256.match(v) for k, v in entry.shards.items())):
+        raise ResolveError(f"zoo index {source}: entry '{name}' has shards that are not {{file: sha256}}; register "
+                           "it again with `refcal-zoo zoo register PUBLISHED_FOLDER --embed`")
     if entry.published and not entry.sha256:
         raise ResolveError(f"zoo index {source}: published entry '{name}' has no sha256; register it with "
                            "`refcal-zoo zoo register PUBLISHED_FOLDER`")

@@ -7,7 +7,8 @@
 2. ``hf-hub:org/name[@revision]`` through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``);
 3. a zoo name (``refcal_zoo.list_models()``): the weights shipped inside the package when the index pins them
    (read from disk, no network I/O at all), else the entry's Hub repo through the HF cache (a mirror is an
-   ``HF_ENDPOINT``). Every copy is checked against the sha256 pinned in the zoo index.
+   ``HF_ENDPOINT``). Every copy is checked against the sha256 pinned in the zoo index (a copy shipped as shards:
+   each shard's).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..hub.checks import check_model_name
 from ..hub.errors import IntegrityError, NotAvailableError, ResolveError
 from ..hub.loading import Resolved, download, load_folder, predict_logits, predict_proba, resolve_folder, resolve_hub_id
 from ..hub.publish import VAL_PREDICTIONS, push_folder, save_model_folder
+from ..hub.shards import is_sharded
 from ..record import RunRecord
 from .index import DEFAULT_ORG, ZooEntry, get_entry, load_index, weights_dir, zoo_org
 
@@ -37,14 +39,14 @@ __all__ = ["ZooModel", "load", "resolve"]
 _REPO_LIKE = re.compile(r"^[^/\\]+/[^/\\]+$")
 
 
-def _has_files(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
-
-
 def shipped_folder(entry: ZooEntry) -> Path | None:
-    """The folder of weights shipped inside the package for ``entry`` (``<index dir>/weights/<name>/``), if any."""
+    """The folder of weights shipped inside the package for ``entry`` (``<index dir>/weights/<name>/``), if any:
+    one ``model.safetensors``, or shards when the index pins them."""
     folder = weights_dir() / check_model_name(entry.name)
-    return folder if entry.sha256 and _has_files(folder) else None
+    if not entry.sha256 or not (folder / "config.json").is_file():
+        return None
+    weights = (folder / "model.safetensors").is_file() or (entry.shards is not None and is_sharded(folder))
+    return folder if weights else None
 
 
 def _resolve_zoo(entry: ZooEntry, revision: str | None) -> Resolved:
@@ -54,7 +56,7 @@ def _resolve_zoo(entry: ZooEntry, revision: str | None) -> Resolved:
     if pinned:
         shipped = shipped_folder(entry)
         if shipped is not None:  # local files only: no socket, no DNS lookup
-            return Resolved(shipped, "embedded", entry.repo_id, rev, entry.name, pins)
+            return Resolved(shipped, "embedded", entry.repo_id, rev, entry.name, pins, entry.shards)
     custom_repo = entry.repo is not None or zoo_org() != DEFAULT_ORG
     if not entry.published and not custom_repo and entry.build_command:
         raise NotAvailableError(
@@ -153,7 +155,7 @@ class ZooModel(nn.Module):
                 returns the raw logits (``model.temperature`` still holds T).
         """
         resolved = resolve(pretrained_model_name_or_path, revision=revision)
-        loaded = load_folder(resolved.folder, resolved.pins)
+        loaded = load_folder(resolved.folder, resolved.pins, resolved.shard_pins)
         record = loaded.record
         name = (record.name if record and record.name else None) or resolved.name or resolved.folder.name
         entry = _entry_or_none(resolved.name or name)

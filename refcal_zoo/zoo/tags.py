@@ -3,12 +3,12 @@
 Generated from the zoo index when ``refcal_zoo`` is imported (no network): each published entry becomes a tag of
 its architecture (``resnet8_cifar.ce_digitslt``, ``resnet32_cifar.refcal_joint_cifar10lt``). Its pretrained cfg
 carries the entry's preprocessing and class names and points timm at the weights shipped inside the package
-(``file``), or at the entry's Hub repo (``hf_hub_id``) when none are shipped, so ``timm.create_model(tag,
-pretrained=True)`` returns the raw-logit classifier and ``timm.list_pretrained("*_cifar*")`` lists the tags.
-timm does not check sha256 pins: ``refcal_zoo.load(name)`` does. An entry whose head is not the default linear one
-(LDAM-DRW's cosine classifier) has its head arguments registered with the tag, so the CIFAR model factories
-rebuild that head (timm's pretrained cfgs cannot carry model arguments); for Hub-only entries ``hf-hub:`` reads
-them from ``config.json``.
+(``file``; shards through ``custom_load``), or at the entry's Hub repo (``hf_hub_id``) when none are shipped,
+so ``timm.create_model(tag, pretrained=True)`` returns the raw-logit classifier and
+``timm.list_pretrained("*_cifar*")`` lists the tags. timm does not check sha256 pins: ``refcal_zoo.load(name)``
+does. An entry whose head is not the default linear one (LDAM-DRW's cosine classifier) has its head arguments
+registered with the tag, so the CIFAR model factories rebuild that head (timm's pretrained cfgs cannot carry model
+arguments); for Hub-only entries ``hf-hub:`` reads them from ``config.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import fields, replace
 from timm.models import _registry
 from timm.models._pretrained import PretrainedCfg
 
+from ..hub.shards import SHARD_INDEX, is_sharded
 from ..models._common import TAG_HEAD_ARGS
 from .index import ZooEntry, load_index, weights_dir
 
@@ -34,11 +35,14 @@ def pretrained_cfg_of(entry: ZooEntry) -> PretrainedCfg | None:
         return None
     folder = weights_dir() / entry.name
     arch_cfg = _registry._model_pretrained_cfgs[entry.arch]
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+    sharded = entry.shards is not None and is_sharded(folder)
+    if (folder / "config.json").is_file() and ((folder / "model.safetensors").is_file() or sharded):
         config = json.loads((folder / "config.json").read_text())
         values = {k: v for k, v in (config.get("pretrained_cfg") or {}).items() if k in _CFG_FIELDS}
         values = {k: tuple(v) if isinstance(v, list) and k != "label_names" else v for k, v in values.items()}
-        values.update(num_classes=entry.num_classes, file=str(folder / "model.safetensors"), hf_hub_id=None,
+        # shards: timm's custom_load hands the index file to the model's load_pretrained (ShardedPretrained)
+        weights = folder / (SHARD_INDEX if sharded else "model.safetensors")
+        values.update(num_classes=entry.num_classes, file=str(weights), custom_load=sharded, hf_hub_id=None,
                       url=None, source=None)
         head = {k: v for k, v in (config.get("model_args") or {}).items() if k in _HEAD_ARGS}
         if head.get("classifier", "linear") != "linear":  # e.g. LDAM-DRW's cosine head: the factory rebuilds it

@@ -5,7 +5,8 @@
 
 ``PUBLISHED_FOLDER`` is what ``refcal-zoo publish`` wrote (and ``refcal-zoo push`` uploaded). ``--revision`` pins
 the Hub commit or tag that ``push`` printed; ``--embed`` also copies the folder into
-``<index folder>/weights/<name>/`` so the package ships the weights (small models only).
+``<index folder>/weights/<name>/`` so the package ships the weights (models up to 10 MB; weights over 5 MB as
+shards, each pinned in the index).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from ..hub.card import read_folder
 from ..hub.checks import check_model_name, check_repo_id, check_safetensors, check_user_path
 from ..hub.errors import IntegrityError, PublishError
 from ..hub.publish import migrate_folder
+from ..hub.shards import is_sharded, write_shards
 from .index import HEADLINE_KEYS, ZooEntry, index_path, load_index
 
-__all__ = ["EMBED_FILES", "MAX_EMBED_FILE_BYTES", "add_recipe_entries", "entry_from_config", "embed_problem", "main",
-           "register", "write_index"]
+__all__ = ["EMBED_FILES", "MAX_EMBED_FILE_BYTES", "MAX_EMBED_MODEL_BYTES", "add_recipe_entries", "entry_from_config",
+           "embed_problem", "main", "register", "write_index"]
 
 HEADER = ("# refcal_zoo model index (format 1). One entry per zoo model, named <arch>-<dataset>-<method>.\n"
           "# Edited by `refcal-zoo zoo register PUBLISHED_FOLDER` (refcal_zoo/zoo/update_index.py); see "
@@ -34,9 +36,13 @@ HEADER = ("# refcal_zoo model index (format 1). One entry per zoo model, named <
 EMBED_FILES = ("config.json", "model.safetensors", "README.md", "metrics.json", "temperature.json", "reliability.png",
                "reliability_ts.png", "train_config.yaml", "lt_indices.json", "train_log.jsonl", "val_predictions.npz",
                "prediction_sets.json")
-#: Largest file the package ships: the repository keeps tracked files under 5 MB (git is no weight store), so a
-#: model whose weights are larger (a WRN-28-2 is 5.9 MB, an EfficientViT-B0 8.6 MB) is published to the Hub only.
+#: Largest file the package ships: the repository keeps tracked files under 5 MB (git is no weight store), so
+#: larger weights (a WRN-28-2 is 5.9 MB, an EfficientViT-B0 8.6 MB) ship as shards of at most this size
+#: (:mod:`refcal_zoo.hub.shards`, Hugging Face's sharded-safetensors layout), bar a shard holding one tensor that
+#: alone is larger (huggingface_hub never splits a tensor: EfficientViT-B0's classifier weight is 5.2 MB).
 MAX_EMBED_FILE_BYTES = 5_000_000
+#: Largest model the package ships (sharded); larger ones (a WRN-28-10: 146 MB) are published to the Hub only.
+MAX_EMBED_MODEL_BYTES = 10_000_000
 KNOWN_DATASETS = {"uoft-cs/cifar10": ("CIFAR-10-LT", 10), "uoft-cs/cifar100": ("CIFAR-100-LT", 100),
                   "digits": ("digits-LT", 10), "sklearn:digits": ("digits-LT", 10)}
 
@@ -141,7 +147,7 @@ def register(
     check_safetensors(weights)
     if embed and (problem := embed_problem(folder)):
         raise PublishError(problem)  # before the index is touched
-    sha = sha256_file(weights)
+    sha, previous_sha = sha256_file(weights), None
     pinned = rec.record.provenance.weights_sha256
     if pinned and pinned != sha:
         raise IntegrityError(f"sha256 of '{weights}' is {sha} but its config.json pins {pinned}; re-publish it")
@@ -152,7 +158,7 @@ def register(
     entries = load_index(path)
     entry = entries.get(name) or _new_entry(name, rec)
     _check_matches(entry, rec, folder)
-    entry.sha256 = sha
+    previous_sha, entry.sha256 = entry.sha256, sha
     entry.revision = revision if revision is not None else entry.revision
     entry.repo = repo if repo is not None else entry.repo
     entry.temperature = rec.record.temperature
@@ -161,31 +167,50 @@ def register(
     entries[name] = entry
     target = path.parent / "weights" / name
     stage = target.with_name(f".{name}.embedding")
+    other_shipped = is_sharded(target) and previous_sha != sha or (
+        (target / "model.safetensors").is_file() and sha256_file(target / "model.safetensors") != sha)
     try:
         if embed:  # the slow copy first, beside the shipped folder; swapped in only once the index pins it
             _embed(folder, stage)
             migrate_folder(stage, zoo_name=name, timm_tag=entry.timm_tag)  # its card: the zoo name and timm tag
+            entry.shards = _shard_if_large(stage)
+        elif other_shipped:
+            entry.shards = None
         write_index(path, entries)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     if embed:
         replace_folder(stage, target)
-    elif (target / "model.safetensors").is_file() and sha256_file(target / "model.safetensors") != sha:
-        shutil.rmtree(target)  # a shipped copy of other weights would now fail the index's sha256 pin
+    elif other_shipped:
+        shutil.rmtree(target)  # a shipped copy of other weights would now fail the index's sha256 pins
     return entry
 
 
 def embed_problem(folder: str | Path) -> str | None:
-    """Why ``folder`` cannot ship inside the package (a file over :data:`MAX_EMBED_FILE_BYTES`), or ``None``."""
+    """Why ``folder`` cannot ship inside the package (weights over :data:`MAX_EMBED_MODEL_BYTES`, another file over
+    :data:`MAX_EMBED_FILE_BYTES`), or ``None``."""
     folder = Path(folder)
+    limits = {f: MAX_EMBED_MODEL_BYTES if f == "model.safetensors" else MAX_EMBED_FILE_BYTES for f in EMBED_FILES}
     big = [(f, (folder / f).stat().st_size) for f in EMBED_FILES
-           if (folder / f).is_file() and (folder / f).stat().st_size > MAX_EMBED_FILE_BYTES]
+           if (folder / f).is_file() and (folder / f).stat().st_size > limits[f]]
     if not big:
         return None
     f, size = big[0]
-    return (f"'{folder / f}' is {size / 1e6:.1f} MB; the package ships files up to {MAX_EMBED_FILE_BYTES / 1e6:.0f} "
-            "MB only - register it without --embed and push the folder to the Hub (refcal-zoo push)")
+    what = "models (weights sharded)" if f == "model.safetensors" else "files"
+    return (f"'{folder / f}' is {size / 1e6:.1f} MB; the package ships {what} up to {limits[f] / 1e6:.0f} MB only - "
+            "register it without --embed and push the folder to the Hub (refcal-zoo push)")
+
+
+def _shard_if_large(folder: Path) -> dict[str, str] | None:
+    """Replace ``folder``'s ``model.safetensors`` by shards when it is over :data:`MAX_EMBED_FILE_BYTES`; returns
+    the shards' sha256 pins (``None``: the one file ships as it is)."""
+    weights = folder / "model.safetensors"
+    if weights.stat().st_size <= MAX_EMBED_FILE_BYTES:
+        return None
+    pins = write_shards(weights, folder, MAX_EMBED_FILE_BYTES)
+    weights.unlink()
+    return pins
 
 
 def _embed(folder: Path, target: Path) -> None:
