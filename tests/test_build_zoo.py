@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import REPO, write_cifar_like
 
@@ -149,6 +150,41 @@ def test_weights_over_the_package_limit_are_published_but_not_shipped(built, tmp
     with pytest.raises(RefCalZooError, match=f"'{entry.repo_id}'.* not in the Hugging Face cache"):
         refcal_zoo.load(NAME)  # offline: from the HF cache once pushed and downloaded, never from the package
     assert refcal_zoo.ZooModel.from_pretrained(folder).zoo_info["sha256"] == entry.sha256
+
+
+def test_weights_over_the_file_limit_are_published_as_shipped_shards(built, tmp_path, monkeypatch, hf_env,
+                                                                      no_network):
+    """What the build does with a WRN-28-2 or EfficientViT-B0 (weights over the 5 MB file limit, under the 10 MB
+    model limit): the package ships them as pinned shards and the entry loads offline by name, as verify_zoo does."""
+    import refcal_zoo
+    from refcal_zoo.zoo import load_index, update_index
+
+    run = built[0] / "root" / "runs" / f"{NAME}-s0"
+    monkeypatch.setattr(update_index, "MAX_EMBED_FILE_BYTES", int((run / "model.safetensors").stat().st_size * 0.6))
+    index = zoo_copy(tmp_path)
+    monkeypatch.setenv("REFCAL_ZOO_INDEX", str(index))
+    folder, _, _ = build_zoo.publish_best.publish_entry(
+        run, NAME, recipe=f"recipes/configs/{NAME}.yaml", overrides=["train.seed=0"],
+        dataset=("uoft-cs/cifar100", "CIFAR-100-LT"), notes="Built by a test.", index=index,
+        cards=tmp_path / "cards", publish_dir=tmp_path / "pub")
+    entry = load_index(index)[NAME]
+    shipped = index.parent / "weights" / NAME
+    assert len(entry.shards) >= 2 and sorted(p.name for p in shipped.glob("*.safetensors")) == sorted(entry.shards)
+    assert "not shipped" not in entry.notes and (folder / "model.safetensors").is_file()  # the Hub copy: one file
+    verify = _load_verify_zoo()
+    model, source = verify.load_entry(entry, tmp_path / "pub")
+    assert source == "embedded" and model.zoo_info["sha256"] == entry.sha256
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), refcal_zoo.ZooModel.from_pretrained(folder)(x))
+
+
+def _load_verify_zoo():
+    spec = importlib.util.spec_from_file_location("verify_zoo", REPO / "benchmarks" / "verify_zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["verify_zoo"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_interrupted_cell_is_resumed_bit_identically(built, cifar100_tiny, tmp_path, monkeypatch, capsys):
