@@ -5,9 +5,8 @@ larger - a WRN-28-2 (5.9 MB), an EfficientViT-B0 (8.6 MB) - ships as shards writ
 ``huggingface_hub.save_torch_state_dict``: ``model-00001-of-00002.safetensors`` ... and
 ``model.safetensors.index.json``, the layout that transformers and ``huggingface_hub.load_torch_model`` read. As
 there, a tensor is never split: one larger than the limit gets a shard of its own (EfficientViT-B0's 5.2 MB
-classifier weight). The
-zoo index pins each shard's sha256 beside the sha256 of the one-file ``model.safetensors`` they were cut from (the
-Hub copy stays one file: timm's ``hf-hub:`` loader reads ``model.safetensors`` only).
+classifier weight). The zoo index pins each shard's sha256 beside the sha256 of the one-file ``model.safetensors``
+they were cut from (the Hub copy stays one file: timm's ``hf-hub:`` loader reads ``model.safetensors`` only).
 """
 
 from __future__ import annotations
@@ -103,9 +102,10 @@ def load_shards(folder: Path, pins: dict[str, str] | None = None) -> tuple[dict[
         if not path.is_file():
             raise IntegrityError(f"'{path}' is missing (listed in {SHARD_INDEX}); {_HINT}")
         shard_header = check_safetensors(path)
-        if pins is not None and sha256_file(path) != pins[shard].lower():
-            raise IntegrityError(f"sha256 of '{path}' is {sha256_file(path)}, but the zoo index pins {pins[shard]}: "
-                                 f"the file is corrupt or was replaced; refusing to load it ({_HINT})")
+        actual = sha256_file(path) if pins is not None else None
+        if pins is not None and actual != pins[shard].lower():
+            raise IntegrityError(f"sha256 of '{path}' is {actual}, but the zoo index pins {pins[shard]}: the file "
+                                 f"is corrupt or was replaced; refusing to load it ({_HINT})")
         try:
             tensors = load_file(str(path), device="cpu")
         except SafetensorError as exc:
