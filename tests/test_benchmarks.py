@@ -362,7 +362,8 @@ def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot
     text = report.fullbudget_section("cifar10lt-full")
     assert "Per shot group" not in text  # every CIFAR-10-LT class is "many": no table of empty groups
     assert ("2 of 8 (entry, seed) cells finished; still to train: resnet32-cifar10lt-refcal_joint seed 0, "
-            "resnet32-cifar10lt-crl seed 0, resnet32-cifar10lt-refcal_joint_la seed 0, ") in text
+            "efficientvit_b0-cifar10lt-ce_e30 seed 0, wrn28_2-cifar10lt-ce_e30 seed 0, resnet32-cifar10lt-crl seed 0, "
+            "resnet32-cifar10lt-refcal_joint_la seed 0, ") in text
     assert "Per frequency third" in text and "| logit_adjusted | 1 | 100 | 0.8800 | n/a | n/a | 0.8200 | 0.9100" in text
     assert "MiSLAS (ResNet-32, 200 + 10 epochs) (published) | 0.9000 | 0.0120" in text
     assert "| ours: logit_adjusted (1 seed) | 0.8800 | 0.0500 | 0.0200 |" in text
