@@ -241,7 +241,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", help="Hub commit or tag to pin (what `refcal-zoo push` printed)")
     parser.add_argument("--repo", help="Hub repo id if not <REFCAL_ZOO_ORG>/<name>")
     parser.add_argument("--index", help="index file to edit (default: $REFCAL_ZOO_INDEX or the package's)")
-    parser.add_argument("--embed", action="store_true", help="also ship the folder inside the package (small models)")
+    parser.add_argument("--embed", action="store_true",
+                        help="also ship the folder inside the package (models up to 10 MB; over 5 MB as shards)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -250,6 +251,8 @@ def run(args: argparse.Namespace) -> None:
     m = entry.metrics or {}
     print(f"registered {entry.name}: sha256 {entry.sha256}, revision {entry.revision or 'main'}, repo "
           f"{entry.repo_id}, accuracy {m.get('accuracy')}, ece {m.get('ece')} -> ts/ece {m.get('ts/ece')}")
+    if args.embed and entry.shards:
+        print(f"shipped as {len(entry.shards)} shards (each sha256-pinned): {', '.join(sorted(entry.shards))}")
 
 
 if __name__ == "__main__":
