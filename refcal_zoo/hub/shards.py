@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def write_shards(weights: Path, folder: Path, max_shard_bytes: int) -> dict[str,
         if over:  # huggingface_hub's rule: only a tensor larger than the limit gets a larger shard, of its own
             raise PublishError(f"shard {over[0]} of '{weights}' is over {max_shard_bytes} bytes")  # pragma: no cover
         for p in [*written, Path(tmp) / SHARD_INDEX]:
-            p.replace(folder / p.name)
+            shutil.copyfile(p, folder / p.name)  # a new file: the umask's mode (huggingface_hub's are 0600)
     back, _ = load_shards(folder)
     same = set(back) == set(state) and all(back[k].dtype == t.dtype and torch.equal(back[k], t)
                                            for k, t in state.items())
