@@ -171,20 +171,12 @@ def test_weights_over_the_file_limit_are_published_as_shipped_shards(built, tmp_
     shipped = index.parent / "weights" / NAME
     assert len(entry.shards) >= 2 and sorted(p.name for p in shipped.glob("*.safetensors")) == sorted(entry.shards)
     assert "not shipped" not in entry.notes and (folder / "model.safetensors").is_file()  # the Hub copy: one file
-    verify = _load_verify_zoo()
+    verify = build_zoo._load("verify_zoo")  # benchmarks/verify_zoo.py
     model, source = verify.load_entry(entry, tmp_path / "pub")
     assert source == "embedded" and model.zoo_info["sha256"] == entry.sha256
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), refcal_zoo.ZooModel.from_pretrained(folder)(x))
-
-
-def _load_verify_zoo():
-    spec = importlib.util.spec_from_file_location("verify_zoo", REPO / "benchmarks" / "verify_zoo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["verify_zoo"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_interrupted_cell_is_resumed_bit_identically(built, cifar100_tiny, tmp_path, monkeypatch, capsys):
