@@ -540,9 +540,12 @@ def test_weights_over_the_file_limit_ship_as_pinned_shards(published, hf_env, no
             register_timm_tags()
 
     monkeypatch.setenv("REFCAL_ZOO_INDEX", str(index))
+    by_path = refcal_zoo.load(shipped)  # the shipped folder by its path: checked against the index's pins too
+    assert by_path.zoo_info["source"] == "embedded" and by_path.zoo_info["sha256"] == entry.sha256
     shard = shipped / sorted(entry.shards)[-1]
     data = bytearray(shard.read_bytes())
     data[-1] ^= 1  # one bit of one tensor
     shard.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=r"sha256 of .*model-0000.-of-0000.\.safetensors.* the zoo index pins"):
-        refcal_zoo.load(ZOO_NAME)
+    for spec in (ZOO_NAME, shipped):
+        with pytest.raises(IntegrityError, match=r"sha256 of .*model-0000.-of-0000.\.safetensors.* zoo index pins"):
+            refcal_zoo.load(spec)

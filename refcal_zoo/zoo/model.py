@@ -82,6 +82,18 @@ def _resolve_zoo(entry: ZooEntry, revision: str | None) -> Resolved:
     return Resolved(folder, "hf-hub", entry.repo_id, rev, entry.name, pins)
 
 
+def _with_shipped_pins(found: Resolved) -> Resolved:
+    """A shipped copy given by its path is checked as by its name: its shards' pins live in the index only."""
+    folder = found.folder.resolve()
+    if found.source != "local" or not is_sharded(folder) or folder.parent != weights_dir().resolve():
+        return found
+    entry = load_index().get(folder.name)
+    if entry is None or not entry.sha256 or entry.shards is None:
+        return found
+    pins = [(entry.sha256, f"the zoo index entry '{entry.name}'")]
+    return Resolved(found.folder, "embedded", entry.repo_id, entry.revision, entry.name, pins, entry.shards)
+
+
 def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None) -> Resolved:
     """Find the folder holding ``config.json`` + ``model.safetensors`` for ``name_or_path`` (no loading)."""
     if isinstance(name_or_path, os.PathLike):
@@ -98,7 +110,7 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None) -> 
         return resolve_hub_id(hub_spec, revision, pins)
     found = resolve_folder(spec, revision=revision)
     if found is not None:
-        return found
+        return _with_shipped_pins(found)
     index = load_index()
     if spec in index:
         return _resolve_zoo(index[spec], revision)
