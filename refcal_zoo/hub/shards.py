@@ -103,8 +103,7 @@ def load_shards(folder: Path, pins: dict[str, str] | None = None) -> tuple[dict[
         if not path.is_file():
             raise IntegrityError(f"'{path}' is missing (listed in {SHARD_INDEX}); {_HINT}")
         shard_header = check_safetensors(path)
-        actual = sha256_file(path) if pins is not None else None
-        if pins is not None and actual != pins[shard].lower():
+        if pins is not None and (actual := sha256_file(path)) != pins[shard].lower():
             raise IntegrityError(f"sha256 of '{path}' is {actual}, but the zoo index pins {pins[shard]}: the file "
                                  f"is corrupt or was replaced; refusing to load it ({_HINT})")
         try:

@@ -147,7 +147,7 @@ def register(
     check_safetensors(weights)
     if embed and (problem := embed_problem(folder)):
         raise PublishError(problem)  # before the index is touched
-    sha, previous_sha = sha256_file(weights), None
+    sha = sha256_file(weights)
     pinned = rec.record.provenance.weights_sha256
     if pinned and pinned != sha:
         raise IntegrityError(f"sha256 of '{weights}' is {sha} but its config.json pins {pinned}; re-publish it")
