@@ -73,7 +73,7 @@ def load_entry(entry, publish_dir: Path):
     import refcal_zoo
     from refcal_zoo.fileio import sha256_file
     from refcal_zoo.hub import NotAvailableError
-    from refcal_zoo.zoo.model import shipped_folder
+    from refcal_zoo.zoo.index import shipped_folder
 
     name = entry.name
     folder = publish_dir / name

@@ -167,7 +167,7 @@ def test_timm_tag_of_a_cosine_head_entry_rebuilds_its_head(tmp_path, monkeypatch
     from timm.models import _registry
 
     from refcal_zoo.models._common import TAG_HEAD_ARGS
-    from refcal_zoo.zoo import tags
+    from refcal_zoo.zoo import index, tags
     from refcal_zoo.zoo.index import ZooEntry
 
     torch.manual_seed(0)
@@ -176,7 +176,7 @@ def test_timm_tag_of_a_cosine_head_entry_rebuilds_its_head(tmp_path, monkeypatch
     entry = ZooEntry(name="resnet8-digitslt-ldam_drw", arch="resnet8_cifar", num_classes=10,
                      dataset={"id": "digits", "name": "digits-LT"}, method="plain", base_loss="ldam",
                      sha256="0" * 64, status="published")
-    monkeypatch.setattr(tags, "weights_dir", lambda: tmp_path)
+    monkeypatch.setattr(index, "weights_dir", lambda: tmp_path)
     monkeypatch.setattr(tags, "load_index", lambda: {entry.name: entry})
     monkeypatch.setitem(_registry._model_pretrained_cfgs, entry.timm_tag, None)  # restored after the test
     monkeypatch.setattr(_registry, "_model_has_pretrained", set(_registry._model_has_pretrained))

@@ -22,6 +22,7 @@ import yaml
 
 from ..hub.checks import check_model_name, check_repo_id
 from ..hub.errors import ResolveError
+from ..hub.shards import is_sharded
 from ..record import timm_tag
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "list_models",
     "load_index",
     "print_table",
+    "shipped_folder",
     "weights_dir",
     "zoo_org",
 ]
@@ -69,6 +71,16 @@ def index_path() -> Path:
 def weights_dir() -> Path:
     """Mirror-layout folder of shipped weights next to the index in use (``<index folder>/weights/<name>/``)."""
     return index_path().parent / "weights"
+
+
+def shipped_folder(entry: ZooEntry) -> Path | None:
+    """The folder of weights shipped inside the package for ``entry`` (``<index dir>/weights/<name>/``), if any:
+    one ``model.safetensors``, or shards when the index pins them."""
+    folder = weights_dir() / check_model_name(entry.name)
+    if not entry.sha256 or not (folder / "config.json").is_file():
+        return None
+    weights = (folder / "model.safetensors").is_file() or (entry.shards is not None and is_sharded(folder))
+    return folder if weights else None
 
 
 @dataclass

@@ -32,21 +32,11 @@ from ..hub.loading import Resolved, download, load_folder, predict_logits, predi
 from ..hub.publish import VAL_PREDICTIONS, push_folder, save_model_folder
 from ..hub.shards import is_sharded
 from ..record import RunRecord
-from .index import DEFAULT_ORG, ZooEntry, get_entry, load_index, weights_dir, zoo_org
+from .index import DEFAULT_ORG, ZooEntry, get_entry, load_index, shipped_folder, weights_dir, zoo_org
 
 __all__ = ["ZooModel", "load", "resolve"]
 
 _REPO_LIKE = re.compile(r"^[^/\\]+/[^/\\]+$")
-
-
-def shipped_folder(entry: ZooEntry) -> Path | None:
-    """The folder of weights shipped inside the package for ``entry`` (``<index dir>/weights/<name>/``), if any:
-    one ``model.safetensors``, or shards when the index pins them."""
-    folder = weights_dir() / check_model_name(entry.name)
-    if not entry.sha256 or not (folder / "config.json").is_file():
-        return None
-    weights = (folder / "model.safetensors").is_file() or (entry.shards is not None and is_sharded(folder))
-    return folder if weights else None
 
 
 def _resolve_zoo(entry: ZooEntry, revision: str | None) -> Resolved:

@@ -19,9 +19,9 @@ from dataclasses import fields, replace
 from timm.models import _registry
 from timm.models._pretrained import PretrainedCfg
 
-from ..hub.shards import SHARD_INDEX, is_sharded
+from ..hub.shards import SHARD_INDEX
 from ..models._common import TAG_HEAD_ARGS
-from .index import ZooEntry, load_index, weights_dir
+from .index import ZooEntry, load_index, shipped_folder
 
 __all__ = ["pretrained_cfg_of", "register_timm_tags"]
 
@@ -33,10 +33,10 @@ def pretrained_cfg_of(entry: ZooEntry) -> PretrainedCfg | None:
     """The timm pretrained cfg of a published entry (shipped file, else its Hub repo); ``None`` if unpublished."""
     if not entry.published or not timm_has(entry.arch):
         return None
-    folder = weights_dir() / entry.name
     arch_cfg = _registry._model_pretrained_cfgs[entry.arch]
-    sharded = entry.shards is not None and is_sharded(folder)
-    if (folder / "config.json").is_file() and ((folder / "model.safetensors").is_file() or sharded):
+    folder = shipped_folder(entry)  # the same shipped copy refcal_zoo.load(name) reads
+    if folder is not None:
+        sharded = not (folder / "model.safetensors").is_file()
         config = json.loads((folder / "config.json").read_text())
         values = {k: v for k, v in (config.get("pretrained_cfg") or {}).items() if k in _CFG_FIELDS}
         values = {k: tuple(v) if isinstance(v, list) and k != "label_names" else v for k, v in values.items()}
