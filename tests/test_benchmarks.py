@@ -377,6 +377,33 @@ def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot
     assert re.search(rf"\| resnet32-cifar10lt-ce-s0 \| [0-9.]+ \| {mce:.4f} \|", text)  # clean acc, then mCE
 
 
+
+def test_paper_claims_are_checked_at_full_budget_once_a_refcal_entry_lands(tmp_path, monkeypatch):
+    suite = compare.get_suite("cifar10lt", "/data")
+
+    def row(method, seed, acc, ovo, ece):
+        return {"method": method, "seed": str(seed), "train_seconds": "1", "accuracy": str(acc), "auroc_ovo": str(ovo),
+                "ece": str(ece)}
+
+    compare.write_results(tmp_path / "cifar10lt", suite, [row("ce", 0, 0.60, 0.93, 0.07),
+                                                          row("refcal_joint", 0, 0.62, 0.94, 0.08)])
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    full = [row("resnet32-cifar10lt-ce", 0, 0.8177, 0.9832, 0.0907)]
+    compare.write_results(tmp_path / "cifar10lt-full", suite, full)
+    assert "At the recipes' budget" not in report.paper_section()  # no RefCal entry at full budget yet
+    full.append(row("resnet32-cifar10lt-refcal_joint", 0, 0.8300, 0.9800, 0.0500))
+    compare.write_results(tmp_path / "cifar10lt-full", suite, full)
+    text = report.paper_section()
+    first, at_full = text.split("At the recipes' budget")
+    assert "| refcal_joint | 0.8970 | 0.6200 |" in first
+    assert "1 seed, so each difference is a single-run observation" in at_full
+    assert "| refcal_joint | 0.8970 | 0.8300 | 0.9882 | 0.9800 | 0.0860 | 0.0500 |" in at_full
+    assert "| ce | 0.8530 | 0.8177 |" in at_full
+    # by hand: 0.8300 - 0.8177 = +0.0123 (better), 0.9800 - 0.9832 = -0.0032 (worse), 0.0500 - 0.0907 = -0.0407
+    assert "higher accuracy than CE. `refcal_joint` here: reproduced (difference +0.0123, better (1 seed))" in at_full
+    assert "higher OvO AUROC than CE. `refcal_joint` here: not reproduced (difference -0.0032" in at_full
+    assert "lower ECE than CE. `refcal_joint` here: reproduced (difference -0.0407, better (1 seed))" in at_full
+
 _LAUNCHER = """
 import os, signal, sys
 with open(sys.argv[1], "a") as fh:
