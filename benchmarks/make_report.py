@@ -297,7 +297,8 @@ def fullbudget_section(name: str) -> str:
     if with_sets:
         lines += ["Per frequency third (head / tail: the 30% most / least frequent classes) and split-conformal "
                   f"prediction sets at alpha {compare.CONFORMAL_ALPHA:g} (`cp/` one threshold, `cpcw/` one per "
-                  "class; fitted on validation, measured on test):", "",
+                  "class; thr score on the raw logits, fitted on validation, measured on test; the cards and "
+                  "`ZooModel.predict_set` use the logits / T, so their coverage and set sizes differ slightly):", "",
                   compare.markdown_table(compare.summarize(with_sets, LONGTAIL_KEYS), LONGTAIL_KEYS), ""]
     if max(seeds.values()) < 2:
         lines += ["Only one seed per entry has finished: every difference below is a single-run observation, not "
