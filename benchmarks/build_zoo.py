@@ -166,10 +166,11 @@ def already_published(entry: Entry, run_dir: Path, index: str | None) -> bool:
     return bool(known and known.published and known.sha256 == sha256_file(run_dir / "model.safetensors"))
 
 
-def publish(build: BuildSuite, entry: Entry, runs: Path, **paths) -> None:
-    """Publish ``entry`` from its finished seed with the best validation accuracy (unless already published)."""
+def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False, **paths) -> None:
+    """Publish ``entry`` from its finished seed with the best validation accuracy (unless already published;
+    ``force`` re-publishes it, e.g. to bring its card up to date)."""
     best, scores = publish_best.pick_best(runs, [entry.name])
-    if already_published(entry, best, paths.get("index")):
+    if not force and already_published(entry, best, paths.get("index")):
         print(f"[{build.name}] {entry.name}: already published from {best.name}", flush=True)
         return
     seed = int(best.name.rsplit("-s", 1)[1])

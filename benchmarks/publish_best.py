@@ -67,7 +67,8 @@ def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str]
     from refcal_zoo.zoo import index_path, load_index
     from refcal_zoo.zoo.update_index import MAX_EMBED_MODEL_BYTES, embed_problem, register, write_index
 
-    folder = publish_run(run_dir, Path(publish_dir) / name, name=name)  # nothing pushed: no hf-hub line
+    # nothing pushed: no hf-hub line; the note (budget, how it was built) goes into config.json and the card
+    folder = publish_run(run_dir, Path(publish_dir) / name, name=name, notes=[notes])
     index = Path(index) if index else index_path()
     too_big = embed_problem(folder)
     entry = register(folder, name=name, index=index, embed=too_big is None)

@@ -482,6 +482,24 @@ def test_publish_under_a_zoo_name(trained_run, tmp_path, hf_env):
     assert not (tmp_path / "bad").exists()
 
 
+
+def test_notes_on_the_budget_reach_config_and_card_and_survive_republish_and_migrate(trained_run, tmp_path):
+    """A reduced-budget entry says so on its card: the notes go to timm's ``pretrained_cfg.notes`` and the card's
+    training section, and re-publishing or migrating the folder keeps them."""
+    from refcal_zoo.hub.publish import migrate_folder
+
+    note = "Budget: 3 epochs: a reduced budget (the recipe trains 200)."
+    out = publish_run(trained_run, tmp_path / "pub", notes=[note])
+    assert json.loads((out / "config.json").read_text())["pretrained_cfg"]["notes"] == [note]
+    training = ModelCard.load(out / "README.md").text.split("## Training recipe and budget actually used", 1)[1]
+    assert training.lstrip().startswith(note + "\n")  # first thing under the heading
+    again = publish_run(out, tmp_path / "again")  # notes=None keeps the folder's notes
+    migrate_folder(again, zoo_name="resnet8-digitslt-renamed")
+    assert note in ModelCard.load(again / "README.md").text
+    assert json.loads((again / "config.json").read_text())["pretrained_cfg"]["notes"] == [note]
+    plain = publish_run(trained_run, tmp_path / "plain")
+    assert "reduced budget" not in ModelCard.load(plain / "README.md").text
+
 # --------------------------------------------------------------------------------------------------- load guards
 
 

@@ -137,6 +137,15 @@ def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
                            "training that wrote it") from None
 
 
+def _notes(pretrained_cfg: dict[str, Any]) -> list[str]:
+    """The folder's notes (timm's ``pretrained_cfg.notes``: e.g. how a zoo entry was built and whether its budget
+    is the recipe's), shown at the top of the card's training section."""
+    notes = pretrained_cfg.get("notes")
+    if isinstance(notes, str):
+        notes = [notes]
+    return [str(n) for n in notes or () if str(n).strip()]
+
+
 def _finite_or_none(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -322,7 +331,9 @@ raw logits (the temperature is `config.json`'s `run_record.temperature`):
 {% endif %}
 ## Training recipe and budget actually used
 
-- Architecture: `{{ arch }}` (timm name){% if params %}, {{ params }} parameters{% endif %}.
+{% for note in notes %}{{ note }}
+
+{% endfor %}- Architecture: `{{ arch }}` (timm name){% if params %}, {{ params }} parameters{% endif %}.
 - Method: {{ method_desc }}.
 {% for line in training_lines %}- {{ line }}
 {% endfor %}{% if has_train_config %}- Full resolved configuration: [`train_config.yaml`](train_config.yaml);
@@ -623,6 +634,7 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
         params=f"{params:,}" if params else None,
         method_desc=method_desc,
         training_lines=training_lines,
+        notes=_notes(pcfg),
         has_train_config=(rec.folder / "train_config.yaml").is_file(),
         data_lines=data_lines,
         n_bins=n_bins,

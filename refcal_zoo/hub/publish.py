@@ -11,6 +11,7 @@ import copy
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +107,13 @@ def public_lt_record(lt: dict[str, Any], *, local: bool | None = None) -> dict[s
     return out
 
 
-def _finish(stage: Path, record: RunRecord | None, name: str | None) -> None:
-    """Write the version-2 record (weights sha256, zoo name) into ``config.json``; drop a version-1 block."""
+def _finish(stage: Path, record: RunRecord | None, name: str | None, notes: Sequence[str] | None = None) -> None:
+    """Write the version-2 record (weights sha256, zoo name) into ``config.json``; drop a version-1 block.
+    ``notes`` replace ``pretrained_cfg.notes`` (timm's field; the card shows them), ``None`` keeps them."""
     cfg = json.loads((stage / "config.json").read_text())
     cfg.pop(V1_KEY, None)
+    if notes is not None:
+        cfg.setdefault("pretrained_cfg", {})["notes"] = [notes] if isinstance(notes, str) else [str(n) for n in notes]
     if record is not None:
         record = copy.deepcopy(record)
         record.provenance.weights_sha256 = sha256_file(stage / "model.safetensors")
@@ -151,6 +155,7 @@ def publish_run(
     zoo_name: str | None = None,
     timm_tag: str | None = None,
     repo_id: str | None = None,
+    notes: Sequence[str] | None = None,
 ) -> Path:
     """Turn a finished run folder (or an earlier published folder) into a Hub-repo folder with a model card.
 
@@ -160,7 +165,9 @@ def publish_run(
     ``ZooModel.predict_set`` is fitted on) and ``prediction_sets.json`` (the card's split-conformal table, from the
     run's validation and test logits). ``name`` renames the record (a suite
     cell published under its zoo name). ``zoo_name`` / ``timm_tag`` / ``repo_id`` only add the card's usage lines
-    that work once the entry is in the zoo index / the repo has been pushed. Returns the folder.
+    that work once the entry is in the zoo index / the repo has been pushed. ``notes`` (sentences, e.g. how the
+    entry was built and whether its budget is the recipe's) go to ``config.json``'s ``pretrained_cfg.notes`` and the
+    card. Returns the folder.
     """
     folder = check_user_path(folder)
     run = check_user_path(run_dir)
@@ -187,7 +194,7 @@ def publish_run(
             if src is not None:
                 atomic_copy(src, stage / dst)
         _carry_predictions(run, stage)
-        _finish(stage, record, name)
+        _finish(stage, record, name, notes)
 
     return _build(folder, fill, run_dir=run, zoo_name=zoo_name, timm_tag=timm_tag, repo_id=repo_id)
 
