@@ -84,6 +84,8 @@ def test_build_trains_records_and_publishes(built):
     assert "Published seed: 0" in entry.notes and "changed by the build's overrides" in entry.notes
     assert (folder / "cards" / NAME / "README.md").is_file()
     embedded = index.parent / "weights" / NAME
+    for card in (folder / "cards" / NAME / "README.md", embedded / "README.md"):  # the card says the budget too
+        assert entry.notes.split(" Weights not shipped")[0] in card.read_text()
     model = refcal_zoo.ZooModel.from_pretrained(embedded)
     assert model.num_classes == 100 and model.zoo_info["sha256"] == entry.sha256
     from refcal_zoo.config import load_config
