@@ -499,6 +499,8 @@ def test_notes_on_the_budget_reach_config_and_card_and_survive_republish_and_mig
     assert json.loads((again / "config.json").read_text())["pretrained_cfg"]["notes"] == [note]
     plain = publish_run(trained_run, tmp_path / "plain")
     assert "reduced budget" not in ModelCard.load(plain / "README.md").text
+    migrate_folder(plain, notes=["Budget: the recipe's full budget."])  # an entry published before notes existed
+    assert "Budget: the recipe's full budget." in ModelCard.load(plain / "README.md").text
 
 # --------------------------------------------------------------------------------------------------- load guards
 

@@ -237,10 +237,11 @@ def save_model_folder(
 
 
 def migrate_folder(folder: str | Path, *, zoo_name: str | None = None, timm_tag: str | None = None,
-                   repo_id: str | None = None) -> Path:
+                   repo_id: str | None = None, notes: Sequence[str] | None = None) -> Path:
     """Rewrite a published folder in place to the current layout: version-2 record, no machine paths, new card.
 
     The weights are untouched (their sha256 pins stay valid); used for the shipped entries of version 1.
+    ``notes`` replace the folder's ``pretrained_cfg.notes`` (shown on the card); ``None`` keeps them.
     """
     folder = check_user_path(folder)
     if not _is_publish_folder(folder):
@@ -251,7 +252,7 @@ def migrate_folder(folder: str | Path, *, zoo_name: str | None = None, timm_tag:
         for src in folder.iterdir():
             if src.is_file() and src.name != "README.md":
                 atomic_copy(src, stage / src.name)
-        _finish(stage, record, None)
+        _finish(stage, record, None, notes)
 
     tmp = folder.with_name(f".{folder.name}.migrating")
     shutil.rmtree(tmp, ignore_errors=True)
