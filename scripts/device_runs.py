@@ -29,6 +29,9 @@ build's ``--root``): ``build_zoo.py --snapshot DIR`` calls
   ``lt_indices.json`` without machine paths (a resume rewrites the first and reads only the data's identity from
   the second); a run is rewritten only when it has a newer checkpoint, and dropped once it finished.
 - ``restore`` copies them back into the root where the root has no run that got as far (nor the finished one).
+- The repository keeps tracked files under 5 MB, so ``snapshot`` cuts a larger file (a WRN-28-2's 5.9 MB weights
+  and optimizer state) into ``<file>.part-000``, ``-001``, ... of at most 5 MB beside ``<file>.parts.json`` (its
+  size and sha256), and ``restore`` joins them and checks both before the run goes into the root.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ MAX_TOTAL = 64 * 2**20
 MANIFEST = "pack.json"
 FINISHED_LEFT_OUT = ("best", "last", "checkpoints")  # copies of weights that publishing does not read
 INCOMPLETE = ".incomplete"
+MAX_KEPT_FILE = 5_000_000  # the repository's limit for a tracked file (refcal_zoo.zoo.update_index)
+PARTS = ".parts.json"
 
 
 def _checkpoints(run: Path) -> list[Path]:
@@ -259,7 +264,56 @@ def _portable(run: Path) -> None:
         write_json(run / "lt_indices.json", public_lt_record(json.loads((run / "lt_indices.json").read_text())))
 
 
-def snapshot(root: Path, dest: Path) -> list[str]:
+def split_large_files(folder: Path, max_file: int) -> list[str]:
+    """Cut each file of ``folder`` over ``max_file`` bytes into ``<file>.part-NNN`` pieces of at most that size plus
+    ``<file>.parts.json`` (size, sha256, pieces), and remove it; returns the files cut (relative paths)."""
+    from refcal_zoo.fileio import sha256_file
+
+    cut = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_size > max_file):
+        pieces = []
+        with f.open("rb") as fh:
+            while block := fh.read(max_file):
+                piece = f.with_name(f"{f.name}.part-{len(pieces):03d}")
+                piece.write_bytes(block)
+                pieces.append(piece.name)
+        record = {"bytes": f.stat().st_size, "sha256": sha256_file(f), "parts": pieces}
+        f.with_name(f.name + PARTS).write_text(json.dumps(record, indent=1) + "\n")
+        f.unlink()
+        cut.append(f.relative_to(folder).as_posix())
+    return cut
+
+
+def join_split_files(folder: Path) -> list[str]:
+    """Undo ``split_large_files`` in ``folder``: each ``<file>.parts.json`` and its pieces become ``<file>`` again,
+    its size and sha256 checked; returns the files joined (relative paths)."""
+    from refcal_zoo.fileio import sha256_file
+
+    joined = []
+    for record_path in sorted(folder.rglob("*" + PARTS)):
+        target = record_path.with_name(record_path.name.removesuffix(PARTS))
+        try:
+            record = json.loads(record_path.read_text())
+            size, digest = int(record["bytes"]), str(record["sha256"])
+            pieces = [record_path.with_name(name) for name in record["parts"]]
+            with target.open("wb") as out:
+                for piece in pieces:
+                    out.write(piece.read_bytes())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"error: the snapshot's pieces of '{target}' cannot be joined ({exc}); check out that "
+                             "run folder again from git, or delete it to start the cell afresh") from None
+        if target.stat().st_size != size or sha256_file(target) != digest:
+            raise SystemExit(f"error: the pieces of '{target}' do not join into the file that was cut (size or "
+                             "sha256 differ); check out that run folder again from git, or delete it to start the "
+                             "cell afresh")
+        for piece in pieces:
+            piece.unlink()
+        record_path.unlink()
+        joined.append(target.relative_to(folder).as_posix())
+    return joined
+
+
+def snapshot(root: Path, dest: Path, max_file: int = MAX_KEPT_FILE) -> list[str]:
     """Keep ``dest/runs`` a copy of ``root``'s interrupted runs (see the module docstring); returns what changed."""
     runs_dir, kept_dir = root / "runs", dest / "runs"
     if dest.resolve() == root.resolve():
@@ -272,8 +326,9 @@ def snapshot(root: Path, dest: Path) -> list[str]:
         if not run.name.endswith(INCOMPLETE) or run.name.removesuffix(INCOMPLETE) in finished:
             continue
         step, kept = _newest_step(run), kept_dir / run.name
-        if step < 0 or (kept.is_dir() and _newest_step(kept) == step):
-            continue
+        oversized = kept.is_dir() and any(f.stat().st_size > max_file for f in kept.rglob("*") if f.is_file())
+        if step < 0 or (kept.is_dir() and _newest_step(kept) == step and not oversized):
+            continue  # (a copy kept whole by an older snapshot is taken again, in pieces)
         tmp = kept_dir / f".new-{run.name}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -283,8 +338,10 @@ def snapshot(root: Path, dest: Path) -> list[str]:
             shutil.rmtree(tmp, ignore_errors=True)
             continue
         _portable(tmp)
+        cut = split_large_files(tmp, max_file)
         _swap_in(tmp, kept)
-        changed.append(f"kept {run.name} (checkpoint step {step}, {epochs_done(kept)} epochs logged)")
+        pieces = f"; {len(cut)} file{'s' * (len(cut) > 1)} over {max_file} bytes kept in pieces" if cut else ""
+        changed.append(f"kept {run.name} (checkpoint step {step}, {epochs_done(kept)} epochs logged{pieces})")
     for name in sorted(finished):
         if (kept_dir / (name + INCOMPLETE)).is_dir():
             shutil.rmtree(kept_dir / (name + INCOMPLETE))
@@ -312,6 +369,7 @@ def restore(src: Path, root: Path) -> list[str]:
         if tmp.exists():
             shutil.rmtree(tmp)
         shutil.copytree(run, tmp)
+        join_split_files(tmp)  # before the swap: a damaged snapshot never replaces a run here
         _swap_in(tmp, here)
         done.append(f"restored {run.name} ({epochs_done(here)} epochs logged)")
     return done

@@ -3,6 +3,7 @@ skip what is finished, resume what was interrupted (bit-identical), list the que
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -11,6 +12,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -456,6 +458,54 @@ def test_a_snapshot_cut_off_mid_swap_is_mended_not_lost(tmp_path):
     assert device_runs.snapshot(root, tmp_path / "in_progress") == [f"kept {run} (checkpoint step 5, 5 epochs logged)"]
     assert sorted(p.name for p in kept.iterdir()) == [run]
     assert [p.name for p in (kept / run / "checkpoints").iterdir()] == ["step_5"]
+
+
+def test_a_snapshot_keeps_files_over_the_repository_limit_in_pieces_and_restore_joins_them(tmp_path):
+    """A WRN-28-2's checkpoint files (5.9 MB) are over the 5 MB limit for tracked files: the snapshot holds them as
+    pieces of at most the limit plus a record of size and sha256; restore rejoins them byte for byte, and refuses
+    (leaving the root as it was) when a piece was damaged."""
+    device_runs = _device_runs()
+    run = f"{NAME}-s0.incomplete"
+    root, kept = tmp_path / "root", tmp_path / "in_progress"
+    step = _fake_run(root / "runs" / run, 4) / "checkpoints" / "step_4"
+    rng = np.random.default_rng(0)
+    big = {"model.safetensors": rng.bytes(2500), "optimizer.bin": rng.bytes(1000)}  # limit 1000: 3 pieces, 1 piece
+    for name, data in big.items():
+        (step / name).write_bytes(data)
+    small = (step / "trainer_state.json").read_bytes()
+    assert device_runs.snapshot(root, kept, max_file=1000) == [
+        f"kept {run} (checkpoint step 4, 4 epochs logged; 1 file over 1000 bytes kept in pieces)"]
+    held = kept / "runs" / run / "checkpoints" / "step_4"
+    assert sorted(p.name for p in held.iterdir()) == [
+        "model.safetensors.part-000", "model.safetensors.part-001", "model.safetensors.part-002",
+        "model.safetensors.parts.json", "optimizer.bin", "trainer_state.json"]
+    assert max(p.stat().st_size for p in held.iterdir()) <= 1000
+    record = json.loads((held / "model.safetensors.parts.json").read_text())
+    assert record["bytes"] == 2500 and record["sha256"] == hashlib.sha256(big["model.safetensors"]).hexdigest()
+
+    assert device_runs.snapshot(root, kept, max_file=1000) == []  # up to date
+    assert device_runs.snapshot(root, kept, max_file=900) == [  # a copy with a file over the limit is taken again
+        f"kept {run} (checkpoint step 4, 4 epochs logged; 2 files over 900 bytes kept in pieces)"]
+    assert device_runs.snapshot(root, kept, max_file=1000) == []
+    assert not (held / "optimizer.bin").exists() and (held / "optimizer.bin.part-001").stat().st_size == 100
+
+    shutil.rmtree(root)  # the machine is gone
+    assert device_runs.restore(kept, root) == [f"restored {run} (4 epochs logged)"]
+    back = root / "runs" / run / "checkpoints" / "step_4"
+    assert sorted(p.name for p in back.iterdir()) == ["model.safetensors", "optimizer.bin", "trainer_state.json"]
+    assert all((back / name).read_bytes() == data for name, data in big.items())
+    assert (back / "trainer_state.json").read_bytes() == small
+    assert device_runs._newest_step(kept / "runs" / run) == 4  # the pieces do not hide the checkpoint
+
+    shutil.rmtree(root)
+    piece = held / "model.safetensors.part-001"
+    piece.write_bytes(b"\0" + piece.read_bytes()[1:])
+    with pytest.raises(SystemExit, match="do not join into the file that was cut"):
+        device_runs.restore(kept, root)
+    assert device_runs._runs(root / "runs") == []  # nothing half-restored is taken for a run
+    (held / "model.safetensors.part-002").unlink()
+    with pytest.raises(SystemExit, match="cannot be joined"):
+        device_runs.restore(kept, root)
 
 
 def _tar_of(runs: list[Path], tar_path: Path) -> Path:
