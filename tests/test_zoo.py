@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -310,7 +311,6 @@ def _strings(obj):
 
 
 def test_no_shipped_file_contains_an_absolute_path():
-    import re
     from pathlib import PurePosixPath, PureWindowsPath
 
     text_path = re.compile(r"(?<![\w.:/])(?:/(?:work|home|root|tmp|mnt|data|Users|var|opt|srv)/|[A-Za-z]:\\)")
@@ -326,6 +326,31 @@ def test_no_shipped_file_contains_an_absolute_path():
             if path.suffix in (".md", ".json", ".yaml", ".jsonl"):
                 assert not text_path.search(path.read_text()), path
     assert checked >= 6 * 4
+
+
+def test_no_tracked_file_is_over_the_repository_limit_but_a_lone_tensor_shard():
+    """Git is no weight store: every tracked file is at most 5 MB, bar a shipped shard that holds one tensor larger
+    than that (huggingface_hub never splits a tensor: EfficientViT-B0's 5.2 MB classifier weight). Catches weights or
+    a build snapshot committed whole (a snapshot keeps such files in pieces: scripts/device_runs.py)."""
+    import shutil
+    import subprocess
+
+    from safetensors import safe_open
+
+    from refcal_zoo.zoo.update_index import MAX_EMBED_FILE_BYTES
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: no tracked files to check")
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    tracked = [REPO / name for name in listed.decode().split("\0") if name]
+    over = [p for p in tracked if p.is_file() and p.stat().st_size > MAX_EMBED_FILE_BYTES]
+    lone = re.compile(r"^refcal_zoo/zoo/weights/[^/]+/model-\d{5}-of-\d{5}\.safetensors$")
+    for path in over:
+        name = path.relative_to(REPO).as_posix()
+        assert lone.match(name), f"{name}: {path.stat().st_size} bytes, over the {MAX_EMBED_FILE_BYTES}-byte limit"
+        with safe_open(str(path), framework="pt") as fh:
+            assert len(list(fh.keys())) == 1, f"{name}: a shard over the limit must hold a single tensor"
+    assert len(tracked) > 100
 
 
 def test_a_version_1_run_folder_loads_and_publishes_as_version_2(trained_run, tmp_path, hf_env):
