@@ -347,23 +347,7 @@ def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
     return row
 
 
-#: frequency thirds of the long-tail tables: the most frequent 30% of classes, the rarest 30%, the rest (MiSLAS's
-#: CIFAR-10 head / medium / tail split 3 / 4 / 3; on CIFAR-10-LT at rho 10 every class has > 100 training images,
-#: so the usual many / medium / few shot groups put all ten classes in "many")
-THIRDS = ("head", "mid", "tail")
 CONFORMAL_ALPHA = 0.1
-
-
-def frequency_thirds(train_counts: list[int]) -> tuple[float, float]:
-    """``(hi, lo)`` count thresholds that split the classes as ``THIRDS`` in ``shot_groups``' terms (many = count >
-    hi, few = count < lo)."""
-    ranked = sorted(train_counts, reverse=True)
-    k = len(ranked)
-    n_edge = max(1, round(0.3 * k))
-    if 2 * n_edge >= k:  # keep a middle third (K = 2: head and the rest)
-        n_edge = max(1, (k - 1) // 2)
-    hi = float(ranked[n_edge])
-    return hi, min(hi, float(ranked[k - n_edge - 1]))
 
 
 def longtail_columns(run_dir: Path, train_counts: list[int] | None) -> dict:
@@ -373,7 +357,8 @@ def longtail_columns(run_dir: Path, train_counts: list[int] | None) -> dict:
     import numpy as np
 
     from refcal_zoo.calibration import conformal_report
-    from refcal_zoo.metrics import group_masks
+    from refcal_zoo.metrics import FREQUENCY_THIRDS as THIRDS
+    from refcal_zoo.metrics import frequency_thirds, group_masks
 
     val, test = run_dir / "val_predictions.npz", run_dir / "test_predictions.npz"
     if not train_counts or not (val.is_file() and test.is_file()):

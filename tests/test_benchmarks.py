@@ -305,17 +305,6 @@ def test_gpu_bench_script_parses_and_refuses_a_machine_without_gpu(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written before the check
 
 
-def test_frequency_thirds_split_cifar10lt_as_mislas():
-    from refcal_zoo.metrics import shot_groups
-
-    cifar10lt = [4950, 3837, 2974, 2305, 1787, 1385, 1073, 832, 645, 500]  # rho 10, head class first
-    groups = shot_groups(cifar10lt, thresholds=compare.frequency_thirds(cifar10lt))
-    assert [g.tolist() for g in groups.values()] == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]
-    shuffled = [500, 4950, 832, 3837]  # order-free; 30% of 4 classes rounds to 1
-    assert [g.tolist() for g in shot_groups(shuffled, thresholds=compare.frequency_thirds(shuffled)).values()] == [
-        [1], [2, 3], [0]]
-
-
 def test_longtail_columns_against_a_hand_written_split_conformal(tmp_path):
     import numpy as np
 

@@ -59,7 +59,9 @@ def test_round_trip_train_publish_load_gives_identical_logits(trained_run, publi
         "pretrained_cfg"]["mean"]
     assert tuple(pub_cal.pretrained_cfg["input_size"]) == (3, 32, 32)
     assert pub_cal.zoo_info["method"]["name"] == "refcal_joint" and pub_cal.zoo_info["dataset"]["id"] == "digits"
-    assert pub_cal.zoo_info["metrics"] == json.loads((trained_run / "metrics.json").read_text())
+    run_metrics, pub_metrics = json.loads((trained_run / "metrics.json").read_text()), pub_cal.zoo_info["metrics"]
+    assert {k: pub_metrics[k] for k in run_metrics} == run_metrics  # + the frequency thirds publishing adds
+    assert {k.removeprefix("ts/").split("/")[0] for k in set(pub_metrics) - set(run_metrics)} == {"head", "mid", "tail"}
 
 
 def test_published_folder_layout_and_pins(trained_run, published):
@@ -599,3 +601,56 @@ def test_predict_proba_properties(tiny_model, images, batch_size):
     assert torch.allclose(whole, split, atol=1e-6)
     one = refcal_zoo.predict_proba(tiny_model, x[-1])
     assert torch.allclose(one, whole[-1:], atol=1e-6)
+
+
+def _group_table(text: str) -> dict[str, list[str]]:
+    """The card's head / medium / tail table: ``{group: [cells after the name]}``."""
+    section = text.split("## Head, medium and tail classes", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| ")]
+    return {r[0]: r[1:] for r in rows[1:]}
+
+
+def test_the_card_splits_classes_by_frequency_where_every_class_is_many_shot(trained_run, published, tmp_path):
+    """On CIFAR-10-LT at rho 10 every class has > 100 training images, so the shot-group table was one "many" row.
+    Publishing adds the test metrics per frequency third (head = 3 most frequent of 10 classes, tail = 3 rarest) to
+    metrics.json, checked against the metric suite on the test logits of those classes; the card shows them there,
+    and keeps the shot groups where they separate the classes (the digits run)."""
+    from refcal_zoo.metrics import evaluate_predictions, evaluate_with_temperature
+
+    def fmt(v: float) -> str:
+        return f"{v:.4f}" if np.isfinite(v) else "n/a"
+
+    run = copy_folder(trained_run, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    counts = [4950, 3837, 2974, 2305, 1787, 1385, 1073, 832, 645, 500]  # CIFAR-10-LT, rho 10
+    assert len(config["run_record"]["dataset"]["train_counts"]) == len(counts)
+    config["run_record"]["dataset"]["train_counts"] = counts
+    (run / "config.json").write_text(json.dumps(config))
+    t = config["run_record"]["temperature"]
+    with np.load(run / "test_predictions.npz") as f:
+        z, y = f["logits"].astype(np.float64), f["labels"]
+    # the run's own metrics.json, as training would have written it with these counts: all in "many"
+    (run / "metrics.json").write_text(json.dumps(evaluate_with_temperature(z, y, t, train_class_counts=counts)))
+    assert not any(k.startswith(("medium/", "few/", "head/")) for k in json.loads((run / "metrics.json").read_text()))
+    out = publish_run(run, tmp_path / "pub")
+    metrics = json.loads((out / "metrics.json").read_text())
+    table = _group_table((out / "README.md").read_text())
+    assert list(table) == ["head", "mid", "tail"]
+    for third, classes in (("head", [0, 1, 2]), ("mid", [3, 4, 5, 6]), ("tail", [7, 8, 9])):
+        mask = np.isin(y, classes)
+        raw, ts = evaluate_predictions(z[mask], y[mask]), evaluate_predictions(z[mask] / t, y[mask])
+        assert metrics[f"{third}/n"] == int(mask.sum())
+        for key in ("accuracy", "ece", "nll", "auroc_misclassification"):
+            assert metrics[f"{third}/{key}"] == pytest.approx(raw[key], rel=1e-9, abs=1e-12, nan_ok=True)
+            assert metrics[f"ts/{third}/{key}"] == pytest.approx(ts[key], rel=1e-9, abs=1e-12, nan_ok=True)
+        assert table[third] == [str(len(classes)), f"{int(mask.sum()):,}", fmt(raw["accuracy"]), fmt(raw["ece"]),
+                                fmt(ts["ece"]), fmt(ts["nll"]), fmt(raw["auroc_misclassification"])]
+    text = " ".join((out / "README.md").read_text().split())
+    assert 'put every class in one group here ("many"; the rarest class has 500 training images' in text
+    assert ("head = the 3 most frequent (more than 2,305 training images), tail = the 3 rarest (fewer than 1,073)"
+            in text)
+
+    # the digits run's shot groups separate its classes: the card keeps them (metrics.json has the thirds too)
+    assert set(_group_table((published / "README.md").read_text())) <= {"many", "medium", "few"}
+    assert len(_group_table((published / "README.md").read_text())) >= 2
+    assert "head/accuracy" in json.loads((published / "metrics.json").read_text())

@@ -495,6 +495,18 @@ def test_shot_group_thresholds_inclusive():
     assert g["many"].tolist() == [0, 1] and g["medium"].tolist() == [2, 3] and g["few"].tolist() == []
 
 
+def test_frequency_thirds_split_cifar10lt_as_mislas():
+    cifar10lt = [4950, 3837, 2974, 2305, 1787, 1385, 1073, 832, 645, 500]  # rho 10, head class first
+    groups = M.shot_groups(cifar10lt, thresholds=M.frequency_thirds(cifar10lt))
+    assert [g.tolist() for g in groups.values()] == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]
+    shuffled = [500, 4950, 832, 3837]  # order-free; 30% of 4 classes rounds to 1
+    assert [g.tolist() for g in M.shot_groups(shuffled, thresholds=M.frequency_thirds(shuffled)).values()] == [
+        [1], [2, 3], [0]]
+    assert M.frequency_thirds([7, 3]) == (3.0, 3.0)  # K = 2: the head class and the rest
+    with pytest.raises(ValueError, match="non-empty"):
+        M.frequency_thirds([])
+
+
 def test_group_keys_counts_and_values():
     z, y = random_problem(1000, 6, 25)
     counts = [500, 200, 60, 20, 10, 3]  # many: 0,1  medium: 2,3  few: 4,5

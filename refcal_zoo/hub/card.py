@@ -25,7 +25,7 @@ from ..record import DatasetRecord, MethodRecord, RecordError, RunRecord, read_r
 from .errors import PublishError
 
 __all__ = ["CARD_METRICS", "CONFORMAL_ALPHAS", "PREDICTION_SETS", "FolderRecord", "build_model_card", "card_metrics",
-           "prediction_set_summary", "read_folder"]
+           "frequency_third_metrics", "prediction_set_summary", "read_folder"]
 
 #: Metrics reported in the model-index, raw and after temperature scaling.
 CARD_METRICS = ("accuracy", "auroc_misclassification", "auroc_ovo", "ece", "sce", "ace", "smece", "nll", "brier",
@@ -181,6 +181,30 @@ def _prediction_sets(rec: FolderRecord) -> dict[str, Any] | None:
         return summary
     published = _json(rec.folder / PREDICTION_SETS)
     return published if isinstance(published, dict) and published.get("reports") else None
+
+
+def frequency_third_metrics(rec: FolderRecord) -> dict[str, float] | None:
+    """Metrics of the test split per frequency third (``head/<key>``, ``mid/<key>``, ``tail/<key>`` and their
+    ``ts/`` twins after temperature scaling, as :func:`refcal_zoo.metrics.evaluate_with_temperature` lays out shot
+    groups), from a run folder's ``test_predictions.npz``; ``None`` without it or without training counts. For the
+    card of a dataset whose shot groups are one group (CIFAR-10-LT at rho 10); publishing adds them to the folder's
+    ``metrics.json``."""
+    from ..metrics import FREQUENCY_THIRDS, SHOT_GROUPS, evaluate_with_temperature, frequency_thirds
+
+    test, counts = rec.folder / "test_predictions.npz", _train_counts(rec)
+    if not test.is_file() or not counts:
+        return None
+    z, y = _read_predictions(test)
+    t = rec.record.temperature if rec.record is not None and rec.record.temperature else None
+    m = evaluate_with_temperature(z.astype(np.float64), y, t, train_class_counts=counts, n_bins=_n_bins(),
+                                  group_thresholds=frequency_thirds(counts))
+    out = {}
+    for shot, third in zip(SHOT_GROUPS, FREQUENCY_THIRDS, strict=True):
+        for key, value in m.items():
+            for prefix in ("", "ts/"):
+                if key.startswith(f"{prefix}{shot}/"):
+                    out[f"{prefix}{third}/{key[len(prefix) + len(shot) + 1:]}"] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -363,8 +387,7 @@ ones (0.5 = no separation). "Macro one-vs-one AUROC" is the multiclass AUROC the
 {% endfor %}{% endif %}
 {% if groups %}## Head, medium and tail classes
 
-Shot groups by *training* images per class: many > 100, medium 20-100, few < 20 (computed on the test images
-whose true class is in the group).
+{{ groups_intro }}
 
 | group | classes | test images | accuracy | ECE | ECE after TS | NLL after TS | misclassification AUROC |
 |---|---|---|---|---|---|---|---|
@@ -485,6 +508,37 @@ def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str
     return lines
 
 
+_SHOT_INTRO = ("Shot groups by *training* images per class: many > 100, medium 20-100, few < 20 (computed on the test "
+               "images whose true class is in the group).")
+
+
+def _group_rows(metrics: dict[str, Any], train_counts: list[int] | None) -> tuple[list[tuple[str, ...]], str]:
+    """Rows of the card's head / medium / tail table and the sentence that defines them: the shot groups, or, where
+    they are one group (every class many-shot, as CIFAR-10-LT at rho 10) and ``metrics`` has them, the frequency
+    thirds."""
+    from ..metrics import FREQUENCY_THIRDS, SHOT_GROUPS, frequency_thirds, shot_groups
+
+    names, intro, members = [g for g in SHOT_GROUPS if f"{g}/n" in metrics], _SHOT_INTRO, None
+    if train_counts:
+        members = shot_groups(train_counts)
+    if len(names) < 2 and "head/n" in metrics and train_counts:
+        only = f'"{names[0]}"; ' if names else ""
+        hi, lo = frequency_thirds(train_counts)
+        members = dict(zip(FREQUENCY_THIRDS, shot_groups(train_counts, thresholds=(hi, lo)).values(), strict=True))
+        names = [g for g in FREQUENCY_THIRDS if f"{g}/n" in metrics]
+        sizes = [len(members[g]) for g in FREQUENCY_THIRDS]
+        intro = (f"The usual shot groups by *training* images per class (many > 100, medium 20-100, few < 20) put "
+                 f"every class in one group here ({only}the rarest class has {min(train_counts):,} training images, "
+                 f"the most frequent {max(train_counts):,}), so the table splits the classes by training frequency "
+                 f"instead, as MiSLAS does on CIFAR-10-LT: head = the {sizes[0]} most frequent "
+                 f"(more than {hi:,.0f} training images), tail = the {sizes[2]} rarest (fewer than {lo:,.0f}), mid = "
+                 f"the other {sizes[1]}; computed on the test images whose true class is in the group.")
+    rows = [(g, str(len(members[g])) if members is not None else "", _num(metrics.get(f"{g}/n")),
+             _num(metrics.get(f"{g}/accuracy")), _num(metrics.get(f"{g}/ece")), _num(metrics.get(f"ts/{g}/ece")),
+             _num(metrics.get(f"ts/{g}/nll")), _num(metrics.get(f"{g}/auroc_misclassification"))) for g in names]
+    return rows, intro
+
+
 def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_tag: str | None = None,
                      repo_id: str | None = None) -> ModelCard:
     """Render the model card of a run folder or a published folder (numbers only from its files).
@@ -578,18 +632,7 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
     figures = [(f, alt) for f, alt in (("reliability.png", "Reliability diagram (raw logits, test split)"),
                                        ("reliability_ts.png", "Reliability diagram after temperature scaling"))
                if rec.figure(f)]
-    groups = []
-    for g in ("many", "medium", "few"):
-        if f"{g}/n" not in metrics:
-            continue
-        classes = ""
-        if train_counts:
-            from ..data import shot_group
-
-            classes = str(sum(1 for c in train_counts if shot_group(c) == g))
-        groups.append((g, classes, _num(metrics.get(f"{g}/n")), _num(metrics.get(f"{g}/accuracy")),
-                       _num(metrics.get(f"{g}/ece")), _num(metrics.get(f"ts/{g}/ece")),
-                       _num(metrics.get(f"ts/{g}/nll")), _num(metrics.get(f"{g}/auroc_misclassification"))))
+    groups, groups_intro = _group_rows(metrics, train_counts)
     if isinstance(temperature, (int, float)):
         tj = rec.temperature or {}
         how = {"nll": "minimising validation NLL", "ece_grid": "a grid search on validation ECE"}.get(
@@ -641,6 +684,7 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
         full_table=full_table,
         figures=figures,
         groups=groups,
+        groups_intro=groups_intro,
         temperature_line=temperature_line,
         sets=sets,
         set_rows=set_rows,

@@ -24,7 +24,7 @@ from .. import __version__
 from ..fileio import atomic_copy, replace_folder, sha256_file, staging_folder, write_json, write_text, write_yaml
 from ..models.export import export_timm_folder
 from ..record import RECORD_KEY, V1_KEY, RunRecord, dataset_identity
-from .card import PREDICTION_SETS, build_model_card, prediction_set_summary, read_folder
+from .card import PREDICTION_SETS, build_model_card, frequency_third_metrics, prediction_set_summary, read_folder
 from .checks import check_model_name, check_repo_id, check_safetensors, check_user_path
 from .errors import PublishError
 from .loading import folder_record
@@ -63,14 +63,20 @@ def _check_target(folder: Path, run_dir: Path | None) -> None:
 
 def _carry_predictions(source: Path, stage: Path) -> None:
     """Copy ``val_predictions.npz`` and write the prediction-set summary of the card (``prediction_sets.json``):
-    computed from ``source``'s validation and test logits when it has both (a run folder), else copied."""
+    computed from ``source``'s validation and test logits when it has both (a run folder), else copied. From the
+    test logits, also add the metrics per frequency third to the staged ``metrics.json`` (the card's head / mid /
+    tail table where every class is many-shot)."""
+    rec = read_folder(source)
     if (source / VAL_PREDICTIONS).is_file():
         atomic_copy(source / VAL_PREDICTIONS, stage / VAL_PREDICTIONS)
-    summary = prediction_set_summary(read_folder(source))
+    summary = prediction_set_summary(rec)
     if summary is not None:
         write_json(stage / PREDICTION_SETS, summary)
     elif (source / PREDICTION_SETS).is_file():
         atomic_copy(source / PREDICTION_SETS, stage / PREDICTION_SETS)
+    thirds = frequency_third_metrics(rec)
+    if thirds and (stage / "metrics.json").is_file():
+        write_json(stage / "metrics.json", {**json.loads((stage / "metrics.json").read_text()), **thirds})
 
 
 # ------------------------------------------------------------------------------------------ path-free artefacts

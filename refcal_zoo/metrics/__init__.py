@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ._inputs import UndefinedMetricWarning, prepare
 from .calibration import ace, bin_top_label, ece, ece_equal_mass, mce, sce, smece, smooth_ece
-from .groups import SHOT_GROUPS, group_masks, shot_groups
+from .groups import FREQUENCY_THIRDS, SHOT_GROUPS, frequency_thirds, group_masks, shot_groups
 from .refinement import aupr_error, auroc_misclassification, auroc_ovo, fpr_at_95tpr
 from .reliability import reliability_diagram
 from .robustness import evaluate_corruptions
@@ -22,6 +22,7 @@ from .selective import aurc, eaurc, risk_coverage_curve
 from .suite import METRIC_DEFINITIONS, METRIC_KEYS, evaluate_predictions, evaluate_with_temperature
 
 __all__ = [
+    "FREQUENCY_THIRDS",
     "METRIC_DEFINITIONS",
     "METRIC_KEYS",
     "SHOT_GROUPS",
@@ -41,6 +42,7 @@ __all__ = [
     "evaluate_predictions",
     "evaluate_with_temperature",
     "fpr_at_95tpr",
+    "frequency_thirds",
     "group_masks",
     "mce",
     "nll",

@@ -13,6 +13,10 @@ from typing import Any
 import numpy as np
 
 SHOT_GROUPS: tuple[str, ...] = ("many", "medium", "few")
+#: Frequency thirds: the most frequent 30% of classes, the rarest 30%, the rest (MiSLAS's CIFAR-10 head / medium /
+#: tail split, 3 / 4 / 3). For datasets where every class is many-shot (CIFAR-10-LT at rho 10: the rarest class has
+#: 500 training images), so that the shot groups cannot tell the head from the tail.
+FREQUENCY_THIRDS: tuple[str, ...] = ("head", "mid", "tail")
 
 
 def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, float]:
@@ -65,3 +69,18 @@ def group_masks(
         member[classes] = True
         out[name] = member[labels]
     return out
+
+
+def frequency_thirds(train_class_counts: Sequence[int] | Any) -> tuple[float, float]:
+    """``(hi, lo)`` count thresholds that split the classes into :data:`FREQUENCY_THIRDS` in :func:`shot_groups`'
+    terms (head = count > hi, tail = count < lo, mid = the rest), to pass as ``thresholds``; 30% of K rounds to at
+    least one class, and a middle group is always kept (K = 2: head and the rest)."""
+    ranked = sorted((float(c) for c in np.asarray(train_class_counts).ravel()), reverse=True)
+    k = len(ranked)
+    if k == 0:
+        raise ValueError("train_class_counts must be a non-empty 1-D sequence")
+    n_edge = max(1, round(0.3 * k))
+    if 2 * n_edge >= k:
+        n_edge = max(1, (k - 1) // 2)
+    hi = ranked[min(n_edge, k - 1)]
+    return hi, min(hi, ranked[max(k - n_edge - 1, 0)])

@@ -148,14 +148,15 @@ def evaluate_with_temperature(
     *,
     train_class_counts: Sequence[int] | None = None,
     n_bins: int = 15,
+    group_thresholds: Sequence[float] = (100, 20),
 ) -> dict[str, float]:
     """:func:`evaluate_predictions` of ``logits``, plus the same metrics of ``logits / temperature`` as
     ``ts/<key>`` when a temperature is given (the layout of ``metrics.json`` and the model cards)."""
     metrics = evaluate_predictions(logits, labels, train_class_counts=train_class_counts, n_bins=n_bins,
-                                   inputs="logits")
+                                   inputs="logits", group_thresholds=group_thresholds)
     if temperature is not None:
         z = np.asarray(logits.detach().cpu().double() if hasattr(logits, "detach") else logits, dtype=np.float64)
         scaled = evaluate_predictions(z / float(temperature), labels, train_class_counts=train_class_counts,
-                                      n_bins=n_bins, inputs="logits")
+                                      n_bins=n_bins, inputs="logits", group_thresholds=group_thresholds)
         metrics.update({f"ts/{k}": v for k, v in scaled.items() if k != "n" and not k.endswith("/n")})
     return metrics
