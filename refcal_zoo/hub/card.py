@@ -198,12 +198,13 @@ def frequency_third_metrics(rec: FolderRecord) -> dict[str, float] | None:
     t = rec.record.temperature if rec.record is not None and rec.record.temperature else None
     m = evaluate_with_temperature(z.astype(np.float64), y, t, train_class_counts=counts, n_bins=_n_bins(),
                                   group_thresholds=frequency_thirds(counts))
+    third_of = dict(zip(SHOT_GROUPS, FREQUENCY_THIRDS, strict=True))
     out = {}
-    for shot, third in zip(SHOT_GROUPS, FREQUENCY_THIRDS, strict=True):
-        for key, value in m.items():
-            for prefix in ("", "ts/"):
-                if key.startswith(f"{prefix}{shot}/"):
-                    out[f"{prefix}{third}/{key[len(prefix) + len(shot) + 1:]}"] = value
+    for key, value in m.items():
+        prefix = "ts/" if key.startswith("ts/") else ""
+        group, _, metric = key.removeprefix(prefix).partition("/")
+        if metric and group in third_of:
+            out[f"{prefix}{third_of[group]}/{metric}"] = value
     return out
 
 
