@@ -143,6 +143,33 @@ def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_run_resumed_on_another_device_credits_each_device_with_its_epochs(tmp_path, monkeypatch, recorded):
+    """A run started on one machine and finished on another (a GPU lent for minutes) names both in its record,
+    each with the epochs it trained; a checkpoint from before devices were recorded says so instead of guessing."""
+    from refcal_zoo.engine import trainer
+
+    out = tmp_path / "moved"
+    run_killed_at(out, 18)  # epoch 2, batch 5 of 13: the newest checkpoint is mid-epoch 2
+    first = trainer._device_name(Accelerator(cpu=True))
+    for state_file in (out.with_name("moved.incomplete") / "checkpoints").glob("step_*/trainer_state.json"):
+        state = json.loads(state_file.read_text())
+        assert state["devices"] == [[1, first]]
+        if not recorded:  # as a checkpoint written before devices were recorded
+            del state["devices"]
+            state_file.write_text(json.dumps(state))
+    reset_accelerate_state()
+    monkeypatch.setattr(trainer, "_device_name", lambda accelerator: "Lent GPU")
+    run_in_process(out, resume=True)
+    device = json.loads((out / "config.json").read_text())["run_record"]["budget"]["device"]
+    earlier = first if recorded else "a device not recorded"
+    assert device == f"{earlier} (epoch 1) and Lent GPU (epoch 2)"
+    assert trainer.describe_devices([[1, "A"]], 200) == "A"
+    assert trainer.describe_devices([[1, "A"], [169, "B"], [180, "A"]], 200) == \
+        "A (epochs 1-168), B (epochs 169-179) and A (epochs 180-200)"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [["method.name=refcal_joint"], ["method.name=plain", "method.base_loss=crl"]],
                          ids=["supcon_gathered", "crl_history_synced"])
 def test_two_processes_count_every_test_sample_once(tmp_path, method):

@@ -45,6 +45,9 @@ class TrainerState:
     # the precision, layout and compilation the run started with (``SpeedChoice`` as a dict); a resumed run keeps
     # them even where ``auto`` would now resolve otherwise. None: a checkpoint written before they were recorded
     speed: dict[str, Any] | None = None
+    # where the run trained: [first epoch (1-based, counted over all stages), device name] per stretch of training;
+    # a run resumed on another machine (a GPU lent for minutes) adds one. Empty: a checkpoint from before the record
+    devices: list[list[Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

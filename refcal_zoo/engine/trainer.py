@@ -239,6 +239,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.stages = build_stages(cfg, len(data.train_labels), world_size=accelerator.num_processes,
                                    class_counts=data.train_class_counts)
+        _note_device(self.state, _device_name(accelerator), [st.train.epochs for st in self.stages], self.resume)
         for st in self.stages:
             BatchTransform(self.mean, self.std, augment=st.augment)  # validates augmentation names before writing
             st.method.check_model(self.model)  # e.g. mislas needs a linear head: known now, not after stage 1
@@ -401,7 +402,8 @@ class Trainer:
             temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
             metrics = _evaluate(test_logits, test_labels, data, temperature)
             record = _run_record(cfg, data, metrics, images_per_second, state.train_seconds,
-                                 _device_name(accelerator), temperature,
+                                 describe_devices(state.devices, sum(st.train.epochs for st in self.stages)),
+                                 temperature,
                                  SelectionRecord(select, state.best_epoch if select != "last" else None),
                                  accelerator.mixed_precision, self.speed.channels_last)
             export_timm_folder(self.model, stage_dir, label_names=data.class_names, record=record)
@@ -496,6 +498,28 @@ def _device_name(accelerator: Accelerator) -> str:
         threads = torch.get_num_threads()
         return f"CPU, {threads} thread{'s' if threads != 1 else ''}{procs}"
     return f"{device.type}{procs}"
+
+
+def _note_device(state: TrainerState, device: str, stage_epochs: list[int], resumed: bool) -> None:
+    """Start a new stretch in ``state.devices`` when this (re)start trains on another device than the last one."""
+    first_epoch = sum(stage_epochs[:state.stage]) + state.epoch + 1
+    if resumed and not state.devices and first_epoch > 1:
+        state.devices.append([1, None])  # a checkpoint from before the record: the earlier device is not known
+    if not state.devices or state.devices[-1][1] != device:
+        state.devices.append([first_epoch, device])
+
+
+def describe_devices(devices: list[list[Any]], total_epochs: int) -> str:
+    """One device's name, or each device with its epochs (``"CPU, 1 thread (epochs 1-168) and NVIDIA H200 (epochs
+    169-200)"``) for a run that moved between machines, so the card never credits one device with all of it."""
+    if len(devices) == 1:
+        return str(devices[0][1])
+    parts = []
+    for i, (first, name) in enumerate(devices):
+        last = devices[i + 1][0] - 1 if i + 1 < len(devices) else total_epochs
+        span = f"epoch {first}" if first == last else f"epochs {first}-{last}"
+        parts.append(f"{name or 'a device not recorded'} ({span})")
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _run_record(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float, device: str,
