@@ -103,8 +103,9 @@ def _cifar10lt_full(data: str, gpu: bool) -> BuildSuite:
                          f"{_TWO_STAGE_CPU} SupCon epochs + 100 linear epochs: a reduced budget (the release trains "
                          "1000 SupCon epochs; `cifar10lt-full-gpu` builds that)"))
     return BuildSuite("cifar10lt-full", entries, (0,), ("uoft-cs/cifar10", "CIFAR-10-LT"), data,
-                      "ResNet-32 on CIFAR-10-LT (rho 10) at the recipes' budgets on a CPU (two-stage RefCal: "
-                      f"{_TWO_STAGE_CPU} SupCon epochs), seed 0; reduced-budget WRN-28-2 and EfficientViT-B0 entries")
+                      "ResNet-32 on CIFAR-10-LT (rho 10) at the recipes' budgets, sized for a CPU (two-stage RefCal: "
+                      f"{_TWO_STAGE_CPU} SupCon epochs), seed 0; reduced-budget WRN-28-2 and EfficientViT-B0 entries; "
+                      "cells train on the CPU or, where one is lent, a GPU (each card names its devices)")
 
 
 def _other_backbones(dataset: str) -> list[Entry]:
@@ -203,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publish-only", action="store_true",
                     help="train nothing: record and publish the finished cells (e.g. runs a GPU machine trained, "
                          "unpacked with scripts/device_runs.py), with their corruption studies")
+    ap.add_argument("--republish", action="store_true",
+                    help="publish a finished entry again even where the index already holds its weights (to bring "
+                         "its card, notes and index entry up to date, e.g. after a corrected run record)")
     ap.add_argument("--skip", nargs="*", default=[], metavar="RUN",
                     help="run folders not to train, as <entry>-s<seed> (e.g. finished on another machine; "
                          "scripts/zoo_build_gpu.sh passes those listed by scripts/device_runs.py stage)")
@@ -230,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: --snapshot-every must be > 0 minutes")
     if args.publish_only and args.no_publish:
         raise SystemExit("error: --publish-only and --no-publish exclude each other")
+    if args.republish and args.no_publish:
+        raise SystemExit("error: --republish and --no-publish exclude each other")
 
     build = get_build_suite(args.suite, args.data)
     for entry in build.entries:
@@ -310,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             compare.record_results(results, suite, rows)
             if not args.no_publish:
                 try:
-                    publish(build, next(e for e in entries if e.name == cell.method), out / "runs", **paths)
+                    publish(build, next(e for e in entries if e.name == cell.method), out / "runs",
+                            force=args.republish, **paths)
                 except (Exception, SystemExit) as exc:  # one entry's failure does not stop the others
                     print(f"[{build.name}] publishing {cell.method} FAILED: {exc}", flush=True)
                     failed.append(f"{cell.method} (publish)")

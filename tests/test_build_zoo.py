@@ -118,6 +118,34 @@ def test_second_invocation_is_a_no_op(built, cifar100_tiny, monkeypatch, capsys)
     assert after == before  # nothing retrained, nothing re-published
 
 
+def test_republish_brings_a_published_card_up_to_date(built, cifar100_tiny, monkeypatch, capsys):
+    """``--publish-only --republish`` publishes an entry whose weights the index already holds again, so a corrected
+    run record (here: the devices it trained on) reaches its card and index; nothing is trained."""
+    folder, index = built
+    record_file = folder / "root" / "runs" / f"{NAME}-s0" / "config.json"
+    original = record_file.read_text()
+    card = folder / "cards" / NAME / "README.md"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    try:
+        config = json.loads(original)
+        config["run_record"]["budget"]["device"] = "CPU, 1 thread (epoch 1) and Lent GPU (epochs 2-9)"
+        record_file.write_text(json.dumps(config))
+        assert build_zoo.main(build_args(cifar100_tiny, folder, index, "--publish-only")) == 0
+        assert "already published" in capsys.readouterr().out and "Lent GPU" not in card.read_text()
+        assert build_zoo.main(build_args(cifar100_tiny, folder, index, "--publish-only", "--republish")) == 0
+        assert "published " + NAME in capsys.readouterr().out
+        assert "on CPU, 1 thread (epoch 1) and Lent GPU (epochs 2-9)" in card.read_text()
+    finally:  # the module's other tests see the build as it was
+        record_file.write_text(original)
+        build_zoo.main(build_args(cifar100_tiny, folder, index, "--publish-only", "--republish"))
+    with pytest.raises(SystemExit, match="--republish and --no-publish"):
+        build_zoo.main(build_args(cifar100_tiny, folder, index, "--republish", "--no-publish"))
+
+
 def test_weights_over_the_package_limit_are_published_but_not_shipped(built, tmp_path, monkeypatch, hf_env,
                                                                        no_network):
     """A model whose weights exceed the package's per-model limit (a WRN-28-10 here) gets its
