@@ -319,3 +319,30 @@ def test_resume_drops_a_log_line_cut_short_and_refuses_a_damaged_log(tmp_path):
     with pytest.raises(RunFolderError, match="log.jsonl line 2 is not a JSON record"):
         truncate_log(log, lambda r: True)
     assert log.read_text().count("\n") == 3  # left as it was
+
+
+def test_evaluation_runs_without_tf32_and_restores_the_settings():
+    """cuDNN's default TF32 convolutions moved a GPU-evaluated entry's accuracy by 2 test images against its CPU
+    re-evaluation: predict_logits switches TF32 off while it runs and puts the caller's settings back."""
+    from refcal_zoo.engine import predict_logits
+
+    seen = []
+
+    class Probe(nn.Linear):
+        def forward(self, x):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return super().forward(x.flatten(1))
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        images = torch.randint(0, 256, (6, 3, 2, 2), dtype=torch.uint8)
+        loader = make_loader(TensorImageDataset(images, torch.arange(6) % 2), 4, train=False)
+        logits, labels = predict_logits(Probe(12, 2), loader, BatchTransform([0.5] * 3, [0.25] * 3),
+                                        Accelerator(cpu=True))
+        assert logits.shape == (6, 2) and labels.tolist() == [0, 1, 0, 1, 0, 1]
+        assert seen and all(flags == (False, False) for flags in seen)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+        reset_accelerate_state()

@@ -242,7 +242,9 @@ def test_shipped_entries_load_offline_and_reproduce_their_metrics(name, hf_env, 
 
 def test_shipped_cifar_entries_reproduce_their_metrics(hf_env, no_network):
     """Every shipped CIFAR-10-LT entry, offline, on the shared CIFAR-10 test split (skipped where that copy is
-    absent): its test accuracy equals the index's."""
+    absent): its test accuracy equals the index's. An entry last trained, hence evaluated, on a GPU before evaluation
+    switched TF32 off (``refcal_zoo.engine.evaluate.full_float32``) may differ by up to 3 of the 10,000 images:
+    cuDNN's TF32 convolutions flip near ties (resnet32-cifar10lt-crl: 0.7781 here, 0.7783 recorded on the H200)."""
     from .conftest import SHARED_CIFAR10
 
     if not SHARED_CIFAR10.is_dir():
@@ -260,7 +262,10 @@ def test_shipped_cifar_entries_reproduce_their_metrics(hf_env, no_network):
         with torch.no_grad():
             probs = model.predict_proba(test.images["test"])
         accuracy = (probs.argmax(1) == test.labels["test"]).double().mean().item()
-        assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=1e-12), name
+        device = json.loads((weights / name / "config.json").read_text())["run_record"]["budget"]["device"] or ""
+        last = device.rsplit(" and ", 1)[-1]  # where it last trained, hence was evaluated ("": not recorded, CPU era)
+        on_gpu = bool(last) and not last.startswith(("CPU", "a device not recorded"))
+        assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=3e-4 if on_gpu else 1e-12), name
 
 
 # --------------------------------------------------------------------------------------------------- timm tags
