@@ -346,3 +346,20 @@ def test_evaluation_runs_without_tf32_and_restores_the_settings():
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
         reset_accelerate_state()
+
+
+def test_a_stretch_of_training_shorter_than_an_epoch_gives_way_to_the_next_device():
+    """A restart in the epoch its stretch began on (killed before finishing one epoch there) replaces that stretch,
+    so no device is credited with an empty range of epochs."""
+    from refcal_zoo.engine.checkpoint import TrainerState
+    from refcal_zoo.engine.trainer import _note_device, describe_devices
+
+    back = TrainerState(epoch=4, devices=[[1, "A"], [5, "B"]])  # B started epoch 5 and was stopped inside it
+    _note_device(back, "A", [10], resumed=True)
+    assert back.devices == [[1, "A"]] and describe_devices(back.devices, 10) == "A"
+    moved = TrainerState(epoch=4, devices=[[1, "A"], [5, "B"]])
+    _note_device(moved, "C", [10], resumed=True)
+    assert describe_devices(moved.devices, 10) == "A (epochs 1-4) and C (epochs 5-10)"
+    second_stage = TrainerState(stage=1, epoch=2, devices=[[1, "A"]])  # epoch 3 of stage 2 after 5 of stage 1
+    _note_device(second_stage, "B", [5, 10], resumed=True)
+    assert describe_devices(second_stage.devices, 15) == "A (epochs 1-7) and B (epochs 8-15)"

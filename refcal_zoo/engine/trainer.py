@@ -505,6 +505,8 @@ def _note_device(state: TrainerState, device: str, stage_epochs: list[int], resu
     first_epoch = sum(stage_epochs[:state.stage]) + state.epoch + 1
     if resumed and not state.devices and first_epoch > 1:
         state.devices.append([1, None])  # a checkpoint from before the record: the earlier device is not known
+    if state.devices and state.devices[-1][0] == first_epoch:
+        state.devices.pop()  # the last stretch did not finish an epoch: this one takes its place
     if not state.devices or state.devices[-1][1] != device:
         state.devices.append([first_epoch, device])
 
