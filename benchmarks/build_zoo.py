@@ -210,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], metavar="RUN",
                     help="run folders not to train, as <entry>-s<seed> (e.g. finished on another machine; "
                          "scripts/zoo_build_gpu.sh passes those listed by scripts/device_runs.py stage)")
+    ap.add_argument("--respeed", action="store_true",
+                    help="resume interrupted cells with train.py --respeed: precision, layout and compilation chosen "
+                         "for this machine instead of kept from the checkpoint (e.g. finish a cell a GPU started "
+                         "in bf16 on a CPU without native bf16, which emulates it several times slower than fp32); "
+                         "the run record names each stretch's precision")
     ap.add_argument("--no-corruption-study", action="store_true",
                     help="skip the corruption study of each entry's first seed (refcal-zoo eval --corrupt; its "
                          "report goes to <results>/corruptions/ and into the report's full-budget verdict)")
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_snapshot()
 
     def work(cell: compare.Cell, seed: int) -> None:
-        row = compare.run_cell(suite, cell, seed, out, False, launcher, threads=threads)
+        row = compare.run_cell(suite, cell, seed, out, False, launcher, threads=threads, respeed=args.respeed)
         keep_snapshot()  # the finished cell leaves the snapshot
         with lock:  # one writer of results.csv and of the zoo index at a time
             if row is None:

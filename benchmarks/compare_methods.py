@@ -262,10 +262,11 @@ def _env_with_threads(threads: int | None) -> dict[str, str]:
 
 
 def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launcher: list[str],
-             threads: int | None = None) -> dict | None:
+             threads: int | None = None, respeed: bool = False) -> dict | None:
     """Train one cell (skipped if finished, resumed if interrupted); return its CSV row, or None if it failed.
 
-    ``threads`` sets the run's ``OMP_NUM_THREADS`` unless the environment already does.
+    ``threads`` sets the run's ``OMP_NUM_THREADS`` unless the environment already does. ``respeed`` resumes an
+    interrupted cell with ``--respeed`` (precision chosen again for this machine).
 
     Raises ``CellInterrupted`` when the training process was stopped by a signal: that is the user stopping the
     queue, not a failure of this cell, so the next cell must not start.
@@ -274,7 +275,7 @@ def run_cell(suite: Suite, cell: Cell, seed: int, out: Path, smoke: bool, launch
     if not (run_dir / "metrics.json").is_file():
         overrides = [*cell.overrides, *(suite.smoke_overrides if smoke else []), f"train.seed={seed}",
                      f"name={cell.method}", f"output_dir={run_dir}"]
-        resume = ["--resume"] if resumable(run_dir) else []
+        resume = (["--resume", "--respeed"] if respeed else ["--resume"]) if resumable(run_dir) else []
         cmd = [*launcher, str(REPO / "recipes" / "train.py"), "--config", str(CONFIGS / cell.config), *resume,
                *overrides]
         print(f"[{suite.name}] {cell.method} seed {seed}: {' '.join(cmd[len(launcher):])}", flush=True)

@@ -24,8 +24,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace a finished run in the output folder (or discard an unfinished one)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the unfinished run of this configuration from its newest checkpoint")
+    parser.add_argument("--respeed", action="store_true",
+                        help="with --resume: choose precision, memory layout and compilation for this machine again "
+                             "instead of keeping the run's (e.g. finish a GPU bf16 run on a CPU in fp32); the run "
+                             "record names each stretch's precision; no longer bit-identical")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     args = parser.parse_intermixed_args(argv)
+    if args.respeed and not args.resume:
+        parser.error("--respeed only applies with --resume")
 
     from refcal_zoo.config import load_config
     from refcal_zoo.engine import train
@@ -34,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides, extra_checks=[registry_problems])  # every problem at once
-        train(cfg, overwrite=args.overwrite, resume=args.resume)
+        train(cfg, overwrite=args.overwrite, resume=args.resume, respeed=args.respeed)
     except RefCalZooError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2

@@ -33,9 +33,9 @@ RUN = ["train.epochs=2", "train.checkpoint_every_steps=5"]
 
 
 
-def run_in_process(out, *extra, overwrite=False, resume=False):
+def run_in_process(out, *extra, overwrite=False, resume=False, respeed=False):
     cfg = load_config(DEFAULT, [*RUN, *extra, f"output_dir={out}"])
-    return train(cfg, overwrite=overwrite, resume=resume)
+    return train(cfg, overwrite=overwrite, resume=resume, respeed=respeed)
 
 
 def run_killed_at(out, batch: int, *extra) -> None:
@@ -154,7 +154,7 @@ def test_a_run_resumed_on_another_device_credits_each_device_with_its_epochs(tmp
     first = trainer._device_name(Accelerator(cpu=True))
     for state_file in (out.with_name("moved.incomplete") / "checkpoints").glob("step_*/trainer_state.json"):
         state = json.loads(state_file.read_text())
-        assert state["devices"] == [[1, first]]
+        assert state["devices"] == [[1, first, "no"]]
         if not recorded:  # as a checkpoint written before devices were recorded
             del state["devices"]
             state_file.write_text(json.dumps(state))
@@ -356,10 +356,45 @@ def test_a_stretch_of_training_shorter_than_an_epoch_gives_way_to_the_next_devic
 
     back = TrainerState(epoch=4, devices=[[1, "A"], [5, "B"]])  # B started epoch 5 and was stopped inside it
     _note_device(back, "A", [10], resumed=True)
-    assert back.devices == [[1, "A"]] and describe_devices(back.devices, 10) == "A"
+    assert back.devices == [[1, "A", None]] and describe_devices(back.devices, 10) == "A"
     moved = TrainerState(epoch=4, devices=[[1, "A"], [5, "B"]])
     _note_device(moved, "C", [10], resumed=True)
     assert describe_devices(moved.devices, 10) == "A (epochs 1-4) and C (epochs 5-10)"
     second_stage = TrainerState(stage=1, epoch=2, devices=[[1, "A"]])  # epoch 3 of stage 2 after 5 of stage 1
     _note_device(second_stage, "B", [5, 10], resumed=True)
     assert describe_devices(second_stage.devices, 15) == "A (epochs 1-7) and B (epochs 8-15)"
+
+
+def test_respeed_records_each_stretch_precision(tmp_path, monkeypatch):
+    """A run started in bf16 on a lent GPU and finished on a CPU with ``--respeed`` trains on in the precision this
+    machine resolves (fp32), and its record names each stretch's precision instead of crediting one with all."""
+    from refcal_zoo.engine import trainer
+    from refcal_zoo.engine.checkpoint import TrainerState
+    from refcal_zoo.engine.trainer import _note_device, describe_devices, describe_precisions
+
+    out = tmp_path / "respeed"
+    run_killed_at(out, 18)  # the newest checkpoint is mid-epoch 2
+    for state_file in (out.with_name("respeed.incomplete") / "checkpoints").glob("step_*/trainer_state.json"):
+        state = json.loads(state_file.read_text())  # as if epoch 1 ran in bf16 on a GPU (before precisions were
+        state["speed"]["mixed_precision"] = "bf16"  # recorded per stretch: no third item)
+        state["devices"] = [[1, "Lent GPU"]]
+        state_file.write_text(json.dumps(state))
+    reset_accelerate_state()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(load_config(DEFAULT, [*RUN, f"output_dir={out}"]), resume=False, respeed=True)
+    seen, make_accelerator = [], trainer._make_accelerator
+    monkeypatch.setattr(trainer, "_make_accelerator", lambda cfg, stage_dir, speed: seen.append(speed) or
+                        make_accelerator(cfg, stage_dir, speed))
+    run_in_process(out, resume=True, respeed=True)
+    assert seen[0].mixed_precision == "no"  # resolved for this CPU, not the checkpoint's bf16
+    record = json.loads((out / "config.json").read_text())["run_record"]
+    cpu = trainer._device_name(Accelerator(cpu=True))
+    assert record["budget"]["device"] == f"Lent GPU, bf16 (epoch 1) and {cpu}, fp32 (epoch 2)"
+    assert record["precision"]["mixed_precision"] == "bf16 (epoch 1) and no (epoch 2)"
+    # without --respeed the same resume keeps bf16 and one precision; neighbouring stretches in one precision join
+    kept = TrainerState(epoch=1, devices=[[1, "Lent GPU"]])
+    _note_device(kept, "CPU", [2], resumed=True, precision="bf16", earlier_precision="bf16")
+    assert describe_devices(kept.devices, 2) == "Lent GPU (epoch 1) and CPU (epoch 2)"
+    assert describe_precisions(kept.devices, 2, "bf16") == "bf16"
+    three = [[1, "A", "bf16"], [100, "B", "bf16"], [151, "C", "no"]]
+    assert describe_precisions(three, 200, "no") == "bf16 (epochs 1-150) and no (epochs 151-200)"

@@ -45,8 +45,9 @@ class TrainerState:
     # the precision, layout and compilation the run started with (``SpeedChoice`` as a dict); a resumed run keeps
     # them even where ``auto`` would now resolve otherwise. None: a checkpoint written before they were recorded
     speed: dict[str, Any] | None = None
-    # where the run trained: [first epoch (1-based, counted over all stages), device name] per stretch of training;
-    # a run resumed on another machine (a GPU lent for minutes) adds one. Empty: a checkpoint from before the record
+    # where the run trained: [first epoch (1-based, counted over all stages), device name, mixed precision] per
+    # stretch of training; a run resumed on another machine (a GPU lent for minutes), or in another precision
+    # (--respeed), adds one. Empty: a checkpoint from before the record; no precision: from before that was recorded
     devices: list[list[Any]] = field(default_factory=list)
 
     def to_json(self) -> str:

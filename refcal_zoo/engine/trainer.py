@@ -171,18 +171,24 @@ def _build_model(cfg: Config, data: PreparedData) -> tuple[torch.nn.Module, tupl
     return model, mean, std
 
 
-def train(cfg: Config, *, overwrite: bool = False, resume: bool = False) -> RunResult:
+def train(cfg: Config, *, overwrite: bool = False, resume: bool = False, respeed: bool = False) -> RunResult:
     """Train, evaluate and write the run folder described by ``cfg`` (see README: run folder).
 
     ``resume=True`` continues the unfinished run of the same configuration from its newest complete checkpoint;
-    the result is bit-identical to an uninterrupted run on the same hardware.
+    the result is bit-identical to an uninterrupted run on the same hardware, because the resumed run keeps the
+    precision, memory layout and compilation it started with. ``respeed=True`` (with ``resume``) chooses them
+    again for this machine instead, e.g. to finish on a CPU without native bf16 a run started in bf16 on a lent
+    GPU (emulated bf16 is several times slower than fp32 there); the run record then names each stretch's
+    precision, and the result is no longer bit-identical to an uninterrupted run.
     """
+    if respeed and not resume:
+        raise ConfigError("respeed only applies to a resumed run: pass --resume with --respeed, or drop --respeed")
     _validate_before_writing(cfg, overwrite)
     lock = RunLock(cfg.run_dir) if _is_launch_main_process() else None  # one owner from start to final rename
     if lock is not None:
         lock.acquire()
     try:
-        return Trainer(cfg, overwrite=overwrite, resume=resume).run()
+        return Trainer(cfg, overwrite=overwrite, resume=resume, respeed=respeed).run()
     finally:
         if lock is not None:
             lock.release()
@@ -194,8 +200,8 @@ class Trainer:
     :meth:`select_and_export` and :meth:`evaluate_and_write`. ``self.state`` is what a checkpoint holds;
     ``train()`` takes the run folder's lock and drives :meth:`run`."""
 
-    def __init__(self, cfg: Config, *, overwrite: bool = False, resume: bool = False) -> None:
-        self.cfg, self.overwrite, self.resume = cfg, overwrite, resume
+    def __init__(self, cfg: Config, *, overwrite: bool = False, resume: bool = False, respeed: bool = False) -> None:
+        self.cfg, self.overwrite, self.resume, self.respeed = cfg, overwrite, resume, respeed
         self.run_dir = cfg.run_dir
         self.stage_dir = staging_dir(self.run_dir)
         self.epochs_before = 0  # epochs of the stages before the current one: the tracker's step offset
@@ -221,11 +227,16 @@ class Trainer:
             check_output_dir(run_dir, self.overwrite)
             _check_unfinished(stage_dir, self.overwrite)
             self.state, self.ckpt = TrainerState(), None
-        if self.resume and self.state.speed is not None:
+        earlier_precision = (self.state.speed or {}).get("mixed_precision")  # until this restart (None: unknown)
+        if self.resume and self.state.speed is not None and not self.respeed:
             self.speed = SpeedChoice(**self.state.speed)  # a run keeps the precision it started with
-        else:  # a new run; or a checkpoint from before the record: `auto` as it resolved when that run started
+        else:  # a new run, a respeed, or a checkpoint from before the record (`auto` as it resolved back then)
             self.speed = resolve_speed(cfg.train.mixed_precision, cfg.train.channels_last, cfg.train.compile,
-                                       "cuda" if torch.cuda.is_available() else "cpu", legacy_cpu_bf16=self.resume)
+                                       "cuda" if torch.cuda.is_available() else "cpu",
+                                       legacy_cpu_bf16=self.resume and not self.respeed)
+            if self.respeed and self.state.speed is not None and self.state.speed != asdict(self.speed):
+                print(f"respeed: {_speed_words(SpeedChoice(**self.state.speed))} until now, "
+                      f"{_speed_words(self.speed)} from here on", flush=True)
         self.state.speed = asdict(self.speed)
         self.accelerator = accelerator = _make_accelerator(cfg, stage_dir, self.speed)
         # numerics unchanged; on CPU it saves the kernel time of re-faulting freed activations every step
@@ -239,7 +250,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.stages = build_stages(cfg, len(data.train_labels), world_size=accelerator.num_processes,
                                    class_counts=data.train_class_counts)
-        _note_device(self.state, _device_name(accelerator), [st.train.epochs for st in self.stages], self.resume)
+        _note_device(self.state, _device_name(accelerator), [st.train.epochs for st in self.stages], self.resume,
+                     precision=str(accelerator.mixed_precision), earlier_precision=earlier_precision)
         for st in self.stages:
             BatchTransform(self.mean, self.std, augment=st.augment)  # validates augmentation names before writing
             st.method.check_model(self.model)  # e.g. mislas needs a linear head: known now, not after stage 1
@@ -272,7 +284,7 @@ class Trainer:
             f"{len(data.train_labels)} / val {len(data.val_labels)} / test {len(data.test_labels)} images, "
             f"{data.num_classes} classes | method {cfg.method.name} ({cfg.method.base_loss}): {plan} | device "
             f"{accelerator.device} x{accelerator.num_processes}, precision {accelerator.mixed_precision}"
-            f"{' (as the run started)' if self.resume else ''}"
+            f"{'' if not self.resume else ' (chosen again: respeed)' if self.respeed else ' (as checkpointed)'}"
             f"{', channels-last' if self.speed.channels_last else ''}{', compiled' if self.speed.compile else ''}"
             f"{', freed host memory kept' if self.host_memory_kept else ''}"
             + (f" | resuming from {self.ckpt.name}" if self.ckpt else "")
@@ -401,11 +413,12 @@ class Trainer:
         if accelerator.is_main_process:  # every process holds all logits (gathered); one evaluates and writes
             temperature = _fit_temperature(cfg, val_logits, val_labels)  # on validation only, never on test
             metrics = _evaluate(test_logits, test_labels, data, temperature)
+            total_epochs = sum(st.train.epochs for st in self.stages)
             record = _run_record(cfg, data, metrics, images_per_second, state.train_seconds,
-                                 describe_devices(state.devices, sum(st.train.epochs for st in self.stages)),
-                                 temperature,
+                                 describe_devices(state.devices, total_epochs), temperature,
                                  SelectionRecord(select, state.best_epoch if select != "last" else None),
-                                 accelerator.mixed_precision, self.speed.channels_last)
+                                 describe_precisions(state.devices, total_epochs, str(accelerator.mixed_precision)),
+                                 self.speed.channels_last)
             export_timm_folder(self.model, stage_dir, label_names=data.class_names, record=record)
             _write_diagrams(stage_dir, cfg, test_logits, test_labels, temperature)
             _write_npz(stage_dir / "test_predictions.npz", logits=test_logits.numpy().astype(np.float32),
@@ -500,28 +513,72 @@ def _device_name(accelerator: Accelerator) -> str:
     return f"{device.type}{procs}"
 
 
-def _note_device(state: TrainerState, device: str, stage_epochs: list[int], resumed: bool) -> None:
-    """Start a new stretch in ``state.devices`` when this (re)start trains on another device than the last one."""
+def _speed_words(speed: SpeedChoice) -> str:
+    return (f"precision {speed.mixed_precision}{', channels-last' if speed.channels_last else ''}"
+            f"{', compiled' if speed.compile else ''}")
+
+
+def _note_device(state: TrainerState, device: str, stage_epochs: list[int], resumed: bool, *,
+                 precision: str | None = None, earlier_precision: str | None = None) -> None:
+    """Start a new stretch in ``state.devices`` when this (re)start trains on another device, or (``--respeed``) in
+    another precision, than the last one. A stretch is [first epoch, device, precision]; those recorded before
+    precisions were have no third item and get ``earlier_precision``, what the run used until this restart (a run
+    kept its precision then)."""
     first_epoch = sum(stage_epochs[:state.stage]) + state.epoch + 1
     if resumed and not state.devices and first_epoch > 1:
         state.devices.append([1, None])  # a checkpoint from before the record: the earlier device is not known
+    for stretch in state.devices:
+        if len(stretch) == 2:
+            stretch.append(earlier_precision)
     if state.devices and state.devices[-1][0] == first_epoch:
         state.devices.pop()  # the last stretch did not finish an epoch: this one takes its place
-    if not state.devices or state.devices[-1][1] != device:
-        state.devices.append([first_epoch, device])
+    if not state.devices or state.devices[-1][1:] != [device, precision]:
+        state.devices.append([first_epoch, device, precision])
+
+
+def _stretches(devices: list[list[Any]], total_epochs: int) -> list[tuple[int, int, str | None, str | None]]:
+    """(first epoch, last epoch, device, precision) per stretch of ``devices``."""
+    out = []
+    for i, (first, name, *precision) in enumerate(devices):
+        last = devices[i + 1][0] - 1 if i + 1 < len(devices) else total_epochs
+        out.append((first, last, name, precision[0] if precision else None))
+    return out
+
+
+def _span(first: int, last: int) -> str:
+    return f"epoch {first}" if first == last else f"epochs {first}-{last}"
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def describe_devices(devices: list[list[Any]], total_epochs: int) -> str:
     """One device's name, or each device with its epochs (``"CPU, 1 thread (epochs 1-168) and NVIDIA H200 (epochs
-    169-200)"``) for a run that moved between machines, so the card never credits one device with all of it."""
-    if len(devices) == 1:
-        return str(devices[0][1])
-    parts = []
-    for i, (first, name) in enumerate(devices):
-        last = devices[i + 1][0] - 1 if i + 1 < len(devices) else total_epochs
-        span = f"epoch {first}" if first == last else f"epochs {first}-{last}"
-        parts.append(f"{name or 'a device not recorded'} ({span})")
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+    169-200)"``) for a run that moved between machines, so the card never credits one device with all of it. Where
+    the precision changed along the way (``--respeed``), each stretch names its own (``"NVIDIA H200, bf16 (epochs
+    1-150) and CPU, 2 threads, fp32 (epochs 151-200)"``)."""
+    stretches = _stretches(devices, total_epochs)
+    if len(stretches) == 1:
+        return str(stretches[0][2])
+    changed = len({p for *_, p in stretches}) > 1
+    return _join([f"{name or 'a device not recorded'}"
+                  + (f", {'fp32' if p == 'no' else p or 'precision not recorded'}" if changed else "")
+                  + f" ({_span(first, last)})" for first, last, name, p in stretches])
+
+
+def describe_precisions(devices: list[list[Any]], total_epochs: int, current: str) -> str:
+    """The run's mixed-precision setting (``no``, ``fp16``, ``bf16``: ``current``), or, where it changed along the
+    way (``--respeed``), each with its epochs: ``"bf16 (epochs 1-150) and no (epochs 151-200)"``."""
+    merged: list[list[Any]] = []  # [first, last, precision]; neighbouring stretches in one precision join
+    for first, last, _, p in _stretches(devices, total_epochs):
+        if merged and merged[-1][2] == p:
+            merged[-1][1] = last
+        else:
+            merged.append([first, last, p])
+    if len(merged) <= 1:
+        return current
+    return _join([f"{p or 'not recorded'} ({_span(first, last)})" for first, last, p in merged])
 
 
 def _run_record(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float, device: str,
