@@ -390,11 +390,11 @@ def test_respeed_records_each_stretch_precision(tmp_path, monkeypatch):
     record = json.loads((out / "config.json").read_text())["run_record"]
     cpu = trainer._device_name(Accelerator(cpu=True))
     assert record["budget"]["device"] == f"Lent GPU, bf16 (epoch 1) and {cpu}, fp32 (epoch 2)"
-    assert record["precision"]["mixed_precision"] == "bf16 (epoch 1) and no (epoch 2)"
+    assert record["precision"]["mixed_precision"] == "bf16 (epoch 1) and fp32 (epoch 2)"
     # without --respeed the same resume keeps bf16 and one precision; neighbouring stretches in one precision join
     kept = TrainerState(epoch=1, devices=[[1, "Lent GPU"]])
     _note_device(kept, "CPU", [2], resumed=True, precision="bf16", earlier_precision="bf16")
     assert describe_devices(kept.devices, 2) == "Lent GPU (epoch 1) and CPU (epoch 2)"
     assert describe_precisions(kept.devices, 2, "bf16") == "bf16"
     three = [[1, "A", "bf16"], [100, "B", "bf16"], [151, "C", "no"]]
-    assert describe_precisions(three, 200, "no") == "bf16 (epochs 1-150) and no (epochs 151-200)"
+    assert describe_precisions(three, 200, "no") == "bf16 (epochs 1-150) and fp32 (epochs 151-200)"

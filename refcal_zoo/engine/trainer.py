@@ -563,13 +563,13 @@ def describe_devices(devices: list[list[Any]], total_epochs: int) -> str:
         return str(stretches[0][2])
     changed = len({p for *_, p in stretches}) > 1
     return _join([f"{name or 'a device not recorded'}"
-                  + (f", {'fp32' if p == 'no' else p or 'precision not recorded'}" if changed else "")
+                  + (f", {_precision_words(p)}" if changed else "")
                   + f" ({_span(first, last)})" for first, last, name, p in stretches])
 
 
 def describe_precisions(devices: list[list[Any]], total_epochs: int, current: str) -> str:
     """The run's mixed-precision setting (``no``, ``fp16``, ``bf16``: ``current``), or, where it changed along the
-    way (``--respeed``), each with its epochs: ``"bf16 (epochs 1-150) and no (epochs 151-200)"``."""
+    way (``--respeed``), each with its epochs: ``"bf16 (epochs 1-150) and fp32 (epochs 151-200)"``."""
     merged: list[list[Any]] = []  # [first, last, precision]; neighbouring stretches in one precision join
     for first, last, _, p in _stretches(devices, total_epochs):
         if merged and merged[-1][2] == p:
@@ -578,7 +578,11 @@ def describe_precisions(devices: list[list[Any]], total_epochs: int, current: st
             merged.append([first, last, p])
     if len(merged) <= 1:
         return current
-    return _join([f"{p or 'not recorded'} ({_span(first, last)})" for first, last, p in merged])
+    return _join([f"{_precision_words(p)} ({_span(first, last)})" for first, last, p in merged])
+
+
+def _precision_words(precision: str | None) -> str:
+    return "fp32" if precision == "no" else precision or "precision not recorded"
 
 
 def _run_record(cfg: Config, data: PreparedData, metrics: dict, ips: float, seconds: float, device: str,
