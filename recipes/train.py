@@ -30,8 +30,6 @@ def main(argv: list[str] | None = None) -> int:
                              "record names each stretch's precision; no longer bit-identical")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     args = parser.parse_intermixed_args(argv)
-    if args.respeed and not args.resume:
-        parser.error("--respeed only applies with --resume")
 
     from refcal_zoo.config import load_config
     from refcal_zoo.engine import train
