@@ -32,6 +32,7 @@ __all__ = [
     "V1_KEY",
     "BudgetRecord",
     "DatasetRecord",
+    "DeviceStretch",
     "MethodRecord",
     "PrecisionRecord",
     "ProvenanceRecord",
@@ -145,6 +146,29 @@ class DatasetRecord:
         return dataset_slug(self.id, self.rho)
 
 
+@dataclass(frozen=True)
+class DeviceStretch:
+    """Epochs ``first_epoch``-``last_epoch`` (counted over every stage) trained on ``device``; both ``None`` for a run
+    that never moved."""
+
+    device: str  # as the run record words it, with the stretch's precision where that changed
+    first_epoch: int | None = None
+    last_epoch: int | None = None
+
+    @property
+    def span(self) -> str:
+        """``"epochs 1-150"``, ``"epoch 3"``, or ``""`` for a run that never moved."""
+        if self.first_epoch is None:
+            return ""
+        if self.first_epoch == self.last_epoch:
+            return f"epoch {self.first_epoch}"
+        return f"epochs {self.first_epoch}-{self.last_epoch}"
+
+
+#: one stretch of a moved run's device description (``refcal_zoo.engine.trainer.describe_devices`` writes them)
+_STRETCH = re.compile(r"(.+?) \(epochs? (\d+)(?:-(\d+))?\)(?:, | and |$)")
+
+
 @dataclass
 class BudgetRecord:
     """The budget actually used (not the recipe's): epochs of the (last) stage, seconds, throughput."""
@@ -155,8 +179,24 @@ class BudgetRecord:
     schedule: str | None = None
     seed: int | None = None
     train_seconds: float | None = None
-    train_images_per_second: float | None = None
-    device: str | None = None
+    train_images_per_second: float | None = None  # over the whole run, every device together
+    device: str | None = None  # one device, or each with its epochs: "CPU, 1 thread (epochs 1-168) and NVIDIA H200 ..."
+
+    def device_stretches(self) -> list[DeviceStretch]:
+        """The devices the run trained on, each with its epochs (see :attr:`device`); one stretch without epochs for a
+        run that never moved (or a description in no known form), none where the device was not recorded."""
+        if not self.device:
+            return []
+        stretches, end = [], 0
+        for m in _STRETCH.finditer(self.device):
+            if m.start() != end:
+                break
+            first = int(m.group(2))
+            stretches.append(DeviceStretch(m.group(1), first, int(m.group(3) or first)))
+            end = m.end()
+        if not stretches or end != len(self.device):
+            return [DeviceStretch(self.device)]
+        return stretches
 
 
 @dataclass

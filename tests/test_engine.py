@@ -169,6 +169,30 @@ def test_a_run_resumed_on_another_device_credits_each_device_with_its_epochs(tmp
         "A (epochs 1-168), B (epochs 169-179) and A (epochs 180-200)"
 
 
+def test_the_run_records_device_description_reads_back_as_its_stretches():
+    """``BudgetRecord.device_stretches`` reads what ``describe_devices`` writes (an identity over the writer's forms:
+    one device, moves, single-epoch stretches, names with commas, precisions, an unrecorded device); a description in
+    no known form stays one stretch, and no description none."""
+    from refcal_zoo.engine.trainer import _stretches, describe_devices
+    from refcal_zoo.record import BudgetRecord, DeviceStretch
+
+    for devices, total in (([[1, "CPU, 1 thread", "no"], [169, "NVIDIA H200", "no"]], 200),
+                           ([[1, "A"], [2, "B, 2 threads"], [3, "A"]], 3),
+                           ([[1, "NVIDIA H200", "bf16"], [151, "CPU, 2 threads", "no"]], 200),
+                           ([[1, None], [5, "CPU"]], 10)):
+        description = describe_devices(devices, total)
+        got = BudgetRecord(device=description).device_stretches()
+        assert [(s.first_epoch, s.last_epoch) for s in got] == [(f, la) for f, la, *_ in _stretches(devices, total)]
+        parts = [f"{s.device} ({s.span})" for s in got]
+        assert ", ".join(parts[:-1]) + " and " + parts[-1] == description  # the pieces make the description again
+    assert BudgetRecord(device="NVIDIA H200, bf16 (epochs 1-150) and CPU, 2 threads, fp32 (epochs 151-200)"
+                        ).device_stretches() == [DeviceStretch("NVIDIA H200, bf16", 1, 150),
+                                                 DeviceStretch("CPU, 2 threads, fp32", 151, 200)]
+    assert BudgetRecord(device="CPU, 2 threads").device_stretches() == [DeviceStretch("CPU, 2 threads")]
+    assert BudgetRecord(device="A (epochs 1-4) then B").device_stretches() == [DeviceStretch("A (epochs 1-4) then B")]
+    assert BudgetRecord(device=None).device_stretches() == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [["method.name=refcal_joint"], ["method.name=plain", "method.base_loss=crl"]],
                          ids=["supcon_gathered", "crl_history_synced"])

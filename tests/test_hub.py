@@ -199,6 +199,32 @@ def test_card_of_a_two_stage_run_reports_each_stage_and_the_selected_epoch(train
     assert "validation NLL 1.9000" in text
 
 
+def test_card_of_a_run_that_moved_gives_each_devices_own_throughput(trained_run, tmp_path):
+    """A run that trained on two machines: the card gives each device's images/s from its logged epochs (hand
+    computation: equal images per epoch, so each stretch's speed is the harmonic mean of its epochs'), beside the whole
+    run's average, which credits neither; where the log does not cover the stretches it keeps the one figure."""
+    from refcal_zoo.hub import build_model_card
+
+    run = copy_folder(trained_run, tmp_path / "moved")
+    speeds = [100.0, 300.0, 2000.0, 3000.0, 6000.0]
+    (run / "log.jsonl").write_text("".join(json.dumps({"step": e, "stage": "train", "epoch": e, "train_loss": 1.0,
+                                                       "images_per_second": ips}) + "\n"
+                                           for e, ips in enumerate(speeds, start=1)))
+    config = json.loads((run / "config.json").read_text())
+    budget = config["run_record"]["budget"]
+    budget.update(device="CPU, 2 threads, fp32 (epochs 1-2) and Lent GPU, bf16 (epochs 3-5)", train_seconds=12.5,
+                  train_images_per_second=321.0)
+    (run / "config.json").write_text(json.dumps(config))
+    line = next(ln for ln in build_model_card(run).text.splitlines() if "Wall-clock" in ln)
+    assert line == ("- Wall-clock training time: 12.5 s at 321.0 images/s over the whole run (training loop only; "
+                    "evaluation and temperature fitting excluded); by device: CPU, 2 threads, fp32 (epochs 1-2) at "
+                    "150.0 images/s; Lent GPU, bf16 (epochs 3-5) at 3,000.0 images/s.")
+    budget["device"] = "CPU, 2 threads, fp32 (epochs 1-2) and Lent GPU, bf16 (epochs 3-6)"  # epoch 6 not logged
+    (run / "config.json").write_text(json.dumps(config))
+    line = next(ln for ln in build_model_card(run).text.splitlines() if "Wall-clock" in ln)
+    assert line.startswith(f"- Wall-clock training time: 12.5 s on {budget['device']} at 321.0 images/s (")
+
+
 # --------------------------------------------------------------------------------------------------- offline Hub
 
 

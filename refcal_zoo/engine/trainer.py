@@ -40,6 +40,7 @@ from ..models.export import export_timm_folder
 from ..record import (
     BudgetRecord,
     DatasetRecord,
+    DeviceStretch,
     MethodRecord,
     PrecisionRecord,
     ProvenanceRecord,
@@ -546,7 +547,7 @@ def _stretches(devices: list[list[Any]], total_epochs: int) -> list[tuple[int, i
 
 
 def _span(first: int, last: int) -> str:
-    return f"epoch {first}" if first == last else f"epochs {first}-{last}"
+    return DeviceStretch("", first, last).span  # the form BudgetRecord.device_stretches reads back
 
 
 def _join(parts: list[str]) -> str:

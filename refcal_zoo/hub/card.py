@@ -21,7 +21,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..methods.base import TWO_STAGE_METHODS
-from ..record import DatasetRecord, MethodRecord, RecordError, RunRecord, read_record
+from ..record import DatasetRecord, DeviceStretch, MethodRecord, RecordError, RunRecord, read_record
 from .errors import PublishError
 
 __all__ = ["CARD_METRICS", "CONFORMAL_ALPHAS", "PREDICTION_SETS", "FolderRecord", "build_model_card", "card_metrics",
@@ -240,20 +240,27 @@ def _hub_dataset_id(ds: DatasetRecord | None) -> str | None:
 
 
 def _param_count(folder: Path) -> int | None:
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        return None
+    """Parameters in the folder's weights (one ``model.safetensors`` or the shards its index names), buffers
+    excluded; ``None`` without weights."""
     from .checks import check_safetensors
 
-    header = check_safetensors(weights)
+    files = [folder / "model.safetensors"]
+    if not files[0].is_file():
+        index = _json(folder / "model.safetensors.index.json")
+        if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+            return None
+        files = [folder / name for name in sorted(set(index["weight_map"].values()))]
+        if not all(f.is_file() for f in files):
+            return None
     total = 0
-    for key, meta in header.items():
-        if key == "__metadata__" or "running_" in key or key.endswith("num_batches_tracked"):
-            continue
-        n = 1
-        for s in meta["shape"]:
-            n *= int(s)
-        total += n
+    for weights in files:
+        for key, meta in check_safetensors(weights).items():
+            if key == "__metadata__" or "running_" in key or key.endswith("num_batches_tracked"):
+                continue
+            n = 1
+            for s in meta["shape"]:
+                n *= int(s)
+            total += n
     return total
 
 
@@ -509,6 +516,47 @@ def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str
     return lines
 
 
+def _time_line(rec: FolderRecord, train_counts: list[int] | None) -> str:
+    """Wall-clock time and throughput; for a run that moved between devices, each device's own throughput (from the
+    epoch log) beside the whole run's, which is an average over very different machines."""
+    budget = rec.record.budget
+    excluded = "training loop only; evaluation and temperature fitting excluded"
+    stretches = budget.device_stretches()
+    speeds = _stretch_speeds(rec, train_counts, stretches) if len(stretches) > 1 else None
+    if speeds is None:
+        on = f" on {budget.device}" if budget.device else ""
+        return (f"Wall-clock training time: {budget.train_seconds} s{on} at {budget.train_images_per_second} "
+                f"images/s ({excluded}).")
+    each = "; ".join(f"{st.device} ({st.span}) at {ips:,.1f} images/s"
+                     for st, ips in zip(stretches, speeds, strict=True))
+    return (f"Wall-clock training time: {budget.train_seconds} s at {budget.train_images_per_second} images/s over "
+            f"the whole run ({excluded}); by device: {each}.")
+
+
+def _stretch_speeds(rec: FolderRecord, train_counts: list[int] | None,
+                    stretches: list[DeviceStretch]) -> list[float] | None:
+    """Images per second of each device stretch: the images of its logged epochs over their seconds (each epoch's
+    seconds = its images / its logged images per second); ``None`` where the log does not cover every stretch."""
+    if not train_counts or not rec.log:
+        return None
+    tc, n_train = rec.train_config or {}, int(sum(train_counts))
+    batch_of = {"train": (tc.get("train") or {}).get("batch_size"),
+                "classifier": (tc.get("stage2") or {}).get("batch_size") or (tc.get("train") or {}).get("batch_size")}
+    by_epoch = {}
+    for position, entry in enumerate(rec.log, start=1):  # the log holds one record per epoch, over every stage
+        ips = entry.get("images_per_second")
+        if isinstance(ips, (int, float)) and ips > 0:
+            images = _images_per_epoch(n_train, batch_of.get(str(entry.get("stage")), batch_of["train"]))
+            by_epoch[int(entry.get("step", position))] = (images, images / ips)
+    speeds = []
+    for st in stretches:
+        epochs = [by_epoch.get(e) for e in range(st.first_epoch, st.last_epoch + 1)]
+        if not epochs or any(e is None for e in epochs):
+            return None
+        speeds.append(sum(i for i, _ in epochs) / sum(t for _, t in epochs))
+    return speeds
+
+
 _SHOT_INTRO = ("Shot groups by *training* images per class: many > 100, medium 20-100, few < 20 (computed on the test "
                "images whose true class is in the group).")
 
@@ -595,10 +643,7 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
     train_counts = _train_counts(rec)
     training_lines = _budget_lines(rec, train_counts)
     if budget is not None and budget.train_seconds is not None:
-        on = f" on {budget.device}" if budget.device else ""
-        training_lines.append(f"Wall-clock training time: {budget.train_seconds} s{on} at "
-                              f"{budget.train_images_per_second} images/s (training loop only; evaluation "
-                              "and temperature fitting excluded).")
+        training_lines.append(_time_line(rec, train_counts))
     if record is not None and record.precision.mixed_precision not in (None, "no"):
         training_lines.append(f"Mixed precision: {record.precision.mixed_precision}"
                               + (", channels-last" if record.precision.channels_last else "") + ".")
