@@ -327,8 +327,44 @@ def fullbudget_section(name: str) -> str:
         lines.append("")
     if (RESULTS / name / "corruptions").is_dir():
         lines += [f"Corruption study (seed {build.seeds[0]} of each entry; 10 corruptions x 5 severities of the "
-                  "test split):", "", compare.corruption_table(RESULTS / name), ""]
+                  "test split):", "", compare.corruption_table(RESULTS / name), "",
+                  *corruption_lines(RESULTS / name / "corruptions")]
     return head + "\n".join(lines)
+
+
+# (summary key of a corruption report, +1 if higher is better else -1, label)
+CORRUPTION_COMPARED = (("mean_corruption_error", -1, "mCE"), ("mean/ece", -1, "corrupted ECE"),
+                       ("mean/ts/ece", -1, "corrupted ECE after TS"),
+                       ("mean/auroc_misclassification", 1, "corrupted failure AUROC"))
+
+
+def corruption_lines(folder: Path) -> list[str]:
+    """Every RefCal variant against every baseline under corruption (the reports' summaries, per seed studied):
+    generated sentences with the seeds' interval, or the single-run caveat."""
+    rows = []
+    for path in sorted(folder.glob("*-s*.json")):
+        entry, seed = path.stem.rsplit("-s", 1)
+        summary = json.loads(path.read_text())["corruptions"]["summary"]
+        rows.append({"method": _short_method(entry), "seed": seed,
+                     **{k: summary[k] for k, _, _ in CORRUPTION_COMPARED if k in summary}})
+    methods = {r["method"] for r in rows}
+    out = []
+    for variant in (v for v in REFCAL_VARIANTS if v in methods):
+        for base in (b for b in BASELINES if b in methods):
+            parts = []
+            for key, sign, label in CORRUPTION_COMPARED:
+                a, b = _values(rows, variant, key), _values(rows, base, key)
+                if a and b:
+                    diff, lo, hi = welch_difference(a, b)
+                    parts.append(f"{label} {sum(a) / len(a):.4f} vs {sum(b) / len(b):.4f} "
+                                 f"({_fmt_diff((diff, lo, hi, verdict(diff, lo, hi, sign)))})")
+            if parts:
+                out.append(f"- `{variant}` vs `{base}` under corruption: " + "; ".join(parts) + ".")
+    if not out:
+        return []
+    single = max(len({r["seed"] for r in rows if r["method"] == m}) for m in methods) < 2
+    return [*out, *(["", "One seed studied per entry: each of these is a single-run observation."] if single else []),
+            ""]
 
 
 def budget_section(name: str = "cifar10lt-budget") -> str:

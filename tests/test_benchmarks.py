@@ -364,6 +364,16 @@ def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot
     text = report.fullbudget_section("cifar10lt-full")
     assert "Corruption study (seed 0 of each entry" in text
     assert re.search(rf"\| resnet32-cifar10lt-ce-s0 \| [0-9.]+ \| {mce:.4f} \|", text)  # clean acc, then mCE
+    assert "under corruption" not in text  # one entry: nothing to compare
+    other = json.loads(study.read_text())  # a RefCal-joint study: mCE 0.05 lower, corrupted ECE 0.01 higher
+    other["corruptions"]["summary"]["mean_corruption_error"] = mce - 0.05
+    ece = other["corruptions"]["summary"]["mean/ece"]
+    other["corruptions"]["summary"]["mean/ece"] = ece + 0.01
+    (study.parent / "resnet32-cifar10lt-refcal_joint-s0.json").write_text(json.dumps(other))
+    text = report.fullbudget_section("cifar10lt-full")
+    assert (f"- `refcal_joint` vs `ce` under corruption: mCE {mce - 0.05:.4f} vs {mce:.4f} (-0.0500 better (1 seed)); "
+            f"corrupted ECE {ece + 0.01:.4f} vs {ece:.4f} (+0.0100 worse (1 seed)); corrupted ECE after TS ") in text
+    assert "One seed studied per entry: each of these is a single-run observation." in text
 
 
 

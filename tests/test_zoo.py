@@ -250,6 +250,7 @@ def test_shipped_cifar_entries_reproduce_their_metrics(hf_env, no_network):
     if not SHARED_CIFAR10.is_dir():
         pytest.skip("shared CIFAR-10 copy (../shared/datasets/cifar10) absent")
     from refcal_zoo.data import load_image_splits
+    from refcal_zoo.record import read_record
 
     weights = INDEX_PATH.parent / "weights"
     shipped = {n: e for n, e in load_index(INDEX_PATH).items()
@@ -262,8 +263,8 @@ def test_shipped_cifar_entries_reproduce_their_metrics(hf_env, no_network):
         with torch.no_grad():
             probs = model.predict_proba(test.images["test"])
         accuracy = (probs.argmax(1) == test.labels["test"]).double().mean().item()
-        device = json.loads((weights / name / "config.json").read_text())["run_record"]["budget"]["device"] or ""
-        last = device.rsplit(" and ", 1)[-1]  # where it last trained, hence was evaluated ("": not recorded, CPU era)
+        stretches = read_record(json.loads((weights / name / "config.json").read_text())).budget.device_stretches()
+        last = stretches[-1].device if stretches else ""  # where it last trained, hence was evaluated ("": CPU era)
         on_gpu = bool(last) and not last.startswith(("CPU", "a device not recorded"))
         assert accuracy == pytest.approx(entry.metrics["accuracy"], abs=3e-4 if on_gpu else 1e-12), name
 
