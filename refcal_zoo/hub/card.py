@@ -547,7 +547,7 @@ def _stretch_speeds(rec: FolderRecord, train_counts: list[int] | None,
         ips = entry.get("images_per_second")
         if isinstance(ips, (int, float)) and ips > 0:
             images = _images_per_epoch(n_train, batch_of.get(str(entry.get("stage")), batch_of["train"]))
-            by_epoch[int(entry.get("step", position))] = (images, images / ips)
+            by_epoch[int(entry.get("step") or position)] = (images, images / ips)
     speeds = []
     for st in stretches:
         epochs = [by_epoch.get(e) for e in range(st.first_epoch, st.last_epoch + 1)]
