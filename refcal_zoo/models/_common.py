@@ -91,12 +91,14 @@ class NormedLinear(nn.Module):
 
 class ShardedPretrained:
     """timm's ``custom_load`` hook: a pretrained cfg whose ``file`` is a ``model.safetensors.index.json`` (weights
-    shipped as Hugging Face shards, :mod:`refcal_zoo.hub.shards`) is read by ``huggingface_hub.load_torch_model``."""
+    shipped as Hugging Face shards, with any tensor over the size limit cut into parts: :mod:`refcal_zoo.hub.shards`)
+    is read by :func:`refcal_zoo.hub.shards.load_shards`."""
 
     def load_pretrained(self, checkpoint_path: str, prefix: str = "") -> None:
-        from huggingface_hub import load_torch_model
+        from ..hub.shards import load_shards
 
-        load_torch_model(self, Path(checkpoint_path).parent, strict=True, safe=True)
+        state, _ = load_shards(Path(checkpoint_path).parent)
+        self.load_state_dict(state, strict=True)
 
 
 class PooledLinearHead:

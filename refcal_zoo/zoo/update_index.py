@@ -38,8 +38,8 @@ EMBED_FILES = ("config.json", "model.safetensors", "README.md", "metrics.json", 
                "prediction_sets.json")
 #: Largest file the package ships: the repository keeps tracked files under 5 MB (git is no weight store), so
 #: larger weights (a WRN-28-2 is 5.9 MB, an EfficientViT-B0 8.6 MB) ship as shards of at most this size
-#: (:mod:`refcal_zoo.hub.shards`, Hugging Face's sharded-safetensors layout), bar a shard holding one tensor that
-#: alone is larger (huggingface_hub never splits a tensor: EfficientViT-B0's classifier weight is 5.2 MB).
+#: (:mod:`refcal_zoo.hub.shards`, Hugging Face's sharded-safetensors layout; a tensor that alone is larger, as
+#: EfficientViT-B0's 5.2 MB classifier weight, is cut into parts).
 MAX_EMBED_FILE_BYTES = 5_000_000
 #: Largest model the package ships (sharded); larger ones (a WRN-28-10: 146 MB) are published to the Hub only.
 MAX_EMBED_MODEL_BYTES = 10_000_000
