@@ -115,14 +115,14 @@ def verdict(diff: float, lo: float, hi: float, sign: int) -> str:
     return "no clear difference"
 
 
-def comparisons(rows: list[dict]) -> list[dict]:
+def comparisons(rows: list[dict], compared: tuple[tuple[str, int, str], ...] = COMPARED) -> list[dict]:
     """Every RefCal variant against every baseline present, on every compared metric."""
     methods = {r["method"] for r in rows}
     out = []
     for variant in (v for v in REFCAL_VARIANTS if v in methods):
         for base in (b for b in BASELINES if b in methods):
             entry = {"variant": variant, "baseline": base}
-            for key, sign, _ in COMPARED:
+            for key, sign, _ in compared:
                 a, b = _values(rows, variant, key), _values(rows, base, key)
                 if a and b:
                     diff, lo, hi = welch_difference(a, b)
@@ -347,22 +347,20 @@ def corruption_lines(folder: Path) -> list[str]:
         summary = json.loads(path.read_text())["corruptions"]["summary"]
         rows.append({"method": _short_method(entry), "seed": seed,
                      **{k: summary[k] for k, _, _ in CORRUPTION_COMPARED if k in summary}})
-    methods = {r["method"] for r in rows}
+    def mean(method: str, key: str) -> float:
+        values = _values(rows, method, key)
+        return sum(values) / len(values)
+
     out = []
-    for variant in (v for v in REFCAL_VARIANTS if v in methods):
-        for base in (b for b in BASELINES if b in methods):
-            parts = []
-            for key, sign, label in CORRUPTION_COMPARED:
-                a, b = _values(rows, variant, key), _values(rows, base, key)
-                if a and b:
-                    diff, lo, hi = welch_difference(a, b)
-                    parts.append(f"{label} {sum(a) / len(a):.4f} vs {sum(b) / len(b):.4f} "
-                                 f"({_fmt_diff((diff, lo, hi, verdict(diff, lo, hi, sign)))})")
-            if parts:
-                out.append(f"- `{variant}` vs `{base}` under corruption: " + "; ".join(parts) + ".")
+    for e in comparisons(rows, CORRUPTION_COMPARED):
+        v, b = e["variant"], e["baseline"]
+        parts = [f"{label} {mean(v, key):.4f} vs {mean(b, key):.4f} ({_fmt_diff(e[key])})"
+                 for key, _, label in CORRUPTION_COMPARED if key in e]
+        if parts:
+            out.append(f"- `{v}` vs `{b}` under corruption: " + "; ".join(parts) + ".")
     if not out:
         return []
-    single = max(len({r["seed"] for r in rows if r["method"] == m}) for m in methods) < 2
+    single = max(len({r["seed"] for r in rows if r["method"] == m}) for m in {r["method"] for r in rows}) < 2
     return [*out, *(["", "One seed studied per entry: each of these is a single-run observation."] if single else []),
             ""]
 

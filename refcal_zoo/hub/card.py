@@ -23,6 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..methods.base import TWO_STAGE_METHODS
 from ..record import DatasetRecord, DeviceStretch, MethodRecord, RecordError, RunRecord, read_record
 from .errors import PublishError
+from .shards import is_sharded, shard_files
 
 __all__ = ["CARD_METRICS", "CONFORMAL_ALPHAS", "PREDICTION_SETS", "FolderRecord", "build_model_card", "card_metrics",
            "frequency_third_metrics", "prediction_set_summary", "read_folder"]
@@ -246,12 +247,9 @@ def _param_count(folder: Path) -> int | None:
 
     files = [folder / "model.safetensors"]
     if not files[0].is_file():
-        index = _json(folder / "model.safetensors.index.json")
-        if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        if not is_sharded(folder):
             return None
-        files = [folder / name for name in sorted(set(index["weight_map"].values()))]
-        if not all(f.is_file() for f in files):
-            return None
+        files = [folder / name for name in shard_files(folder)]
     total = 0
     for weights in files:
         for key, meta in check_safetensors(weights).items():
@@ -483,7 +481,6 @@ def _selection_lines(rec: FolderRecord) -> list[str]:
 def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str]:
     """Epochs and image passes per training stage, as logged (log.jsonl) or else as configured."""
     budget = rec.record.budget if rec.record else None
-    tc = rec.train_config or {}
     stages: list[tuple[str, int]] = []
     for record in rec.log:
         name = str(record.get("stage", "train"))
@@ -501,8 +498,7 @@ def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str
     lines = []
     method = rec.record.method if rec.record else None
     for name, epochs in stages:
-        section = tc.get("stage2") if name == "classifier" else tc.get("train")
-        batch = (section or {}).get("batch_size") or (budget.batch_size if budget else None)
+        batch = _stage_batch(rec, name)
         per_epoch = _images_per_epoch(n_train, batch)
         label = "Budget" if len(stages) == 1 else f"Budget of stage `{name}`"
         line = f"{label} ({source}): epochs {epochs} x {per_epoch:,} training images per epoch"
@@ -514,6 +510,14 @@ def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str
             line += f" ({2 if name == 'contrastive' else views} augmented views each)"
         lines.append(line + ".")
     return lines
+
+
+def _stage_batch(rec: FolderRecord, stage: str) -> int | None:
+    """The batch size a training stage used (``classifier``: the two-stage recipe's ``stage2``), as configured."""
+    tc = rec.train_config or {}
+    section = tc.get("stage2") if stage == "classifier" else tc.get("train")
+    budget = rec.record.budget if rec.record else None
+    return (section or {}).get("batch_size") or (budget.batch_size if budget else None)
 
 
 def _time_line(rec: FolderRecord, train_counts: list[int] | None) -> str:
@@ -539,14 +543,14 @@ def _stretch_speeds(rec: FolderRecord, train_counts: list[int] | None,
     seconds = its images / its logged images per second); ``None`` where the log does not cover every stretch."""
     if not train_counts or not rec.log:
         return None
-    tc, n_train = rec.train_config or {}, int(sum(train_counts))
-    batch_of = {"train": (tc.get("train") or {}).get("batch_size"),
-                "classifier": (tc.get("stage2") or {}).get("batch_size") or (tc.get("train") or {}).get("batch_size")}
+    n_train = int(sum(train_counts))
+    images_of = {stage: _images_per_epoch(n_train, _stage_batch(rec, stage))
+                 for stage in {str(entry.get("stage", "train")) for entry in rec.log}}
     by_epoch = {}
     for position, entry in enumerate(rec.log, start=1):  # the log holds one record per epoch, over every stage
         ips = entry.get("images_per_second")
         if isinstance(ips, (int, float)) and ips > 0:
-            images = _images_per_epoch(n_train, batch_of.get(str(entry.get("stage")), batch_of["train"]))
+            images = images_of[str(entry.get("stage", "train"))]
             by_epoch[int(entry.get("step") or position)] = (images, images / ips)
     speeds = []
     for st in stretches:

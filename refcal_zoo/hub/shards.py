@@ -29,7 +29,7 @@ from ..fileio import sha256_file
 from .checks import check_safetensors
 from .errors import IntegrityError, PublishError
 
-__all__ = ["SHARD_INDEX", "is_sharded", "load_shards", "write_shards"]
+__all__ = ["SHARD_INDEX", "is_sharded", "load_shards", "shard_files", "write_shards"]
 
 SHARD_INDEX = "model.safetensors.index.json"
 _SHARD_NAME = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
@@ -113,6 +113,11 @@ def _join_parts(state: dict[str, torch.Tensor], header: dict, where: Path) -> No
         for k in keys[1:]:
             header.pop(k, None)
         header[name] = {"dtype": first.get("dtype"), "shape": list(state[name].shape)}
+
+
+def shard_files(folder: Path) -> list[str]:
+    """The shard files ``folder``'s index names (checked: plain ``model-NNNNN-of-NNNNN.safetensors`` names)."""
+    return sorted(_read_index(folder))
 
 
 def _read_index(folder: Path) -> dict[str, list[str]]:
