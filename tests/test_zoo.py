@@ -440,12 +440,21 @@ def test_a_run_on_a_relative_export_publishes_the_exports_folder_name(trained_ru
     assert (source["path"], source["export"]["path"]) == ("uoft-cs/cifar10", "cifar10-lt")
 
 
-def test_cards_of_shipped_entries_show_only_working_usage_lines():
+def test_cards_of_shipped_entries_show_only_working_usage_lines_and_are_current():
+    """Each shipped card has only usage lines that work offline, is the card today's code renders from its folder
+    (a change to the card code re-renders them: ``migrate_folder``; compared as body text and parsed metadata, so a
+    newer huggingface_hub's YAML layout is no failure), and is the copy in ``model_cards/``."""
+    from huggingface_hub import ModelCard
+
+    from refcal_zoo.hub import build_model_card
+
     for name, entry in load_index(INDEX_PATH).items():
         folder = INDEX_PATH.parent / "weights" / name
         if not folder.is_dir():
             continue
         text = (folder / "README.md").read_text()
+        fresh, shipped = build_model_card(folder, zoo_name=name, timm_tag=entry.timm_tag), ModelCard(text)
+        assert (fresh.text, fresh.data.to_dict()) == (shipped.text, shipped.data.to_dict()), name
         assert f'refcal_zoo.load("{name}")' in text and f'timm.create_model("{entry.timm_tag}"' in text, name
         assert "hf-hub:" not in text, name  # nothing has been pushed
         assert (REPO / "model_cards" / name / "README.md").read_text() == text, name
@@ -620,3 +629,31 @@ def test_weights_over_the_file_limit_ship_as_pinned_shards(published, hf_env, no
     for spec in (ZOO_NAME, shipped):
         with pytest.raises(IntegrityError, match=r"sha256 of .*model-0000.-of-0000.\.safetensors.* zoo index pins"):
             refcal_zoo.load(spec)
+
+
+def test_a_sharded_shipped_folder_migrates_in_place_and_still_loads(published, hf_env, no_network, tmp_path,
+                                                                    monkeypatch):
+    """``migrate_folder`` re-renders a sharded shipped folder (the way shipped cards are re-rendered): the shards
+    and the record's one-file sha256 stay as they were, the card is the one ``register`` wrote, and the entry
+    still loads against the index's pins; a folder with a shard missing is refused before anything is written."""
+    from refcal_zoo.hub.publish import migrate_folder
+    from refcal_zoo.zoo import update_index
+
+    monkeypatch.setattr(update_index, "MAX_EMBED_FILE_BYTES",
+                        int((published / "model.safetensors").stat().st_size * 0.6))
+    index = write_index(tmp_path / "zoo", {}, monkeypatch=monkeypatch)
+    entry = register(published, index=index, embed=True)
+    shipped = index.parent / "weights" / ZOO_NAME
+    before = {p.name: p.read_bytes() for p in shipped.iterdir()}
+    migrate_folder(shipped, zoo_name=ZOO_NAME, timm_tag=entry.timm_tag)
+    assert {p.name: p.read_bytes() for p in shipped.iterdir()} == before
+    record = json.loads((shipped / "config.json").read_text())["run_record"]
+    assert record["provenance"]["weights_sha256"] == entry.sha256
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(refcal_zoo.load(ZOO_NAME)(x), refcal_zoo.ZooModel.from_pretrained(published)(x))
+
+    (shipped / sorted(entry.shards)[0]).unlink()
+    with pytest.raises(IntegrityError, match=r"model-00001-of-0000\d\.safetensors' is missing"):
+        migrate_folder(shipped, zoo_name=ZOO_NAME)
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(set(before) - {sorted(entry.shards)[0]})

@@ -28,6 +28,7 @@ from .card import PREDICTION_SETS, build_model_card, frequency_third_metrics, pr
 from .checks import check_model_name, check_repo_id, check_safetensors, check_user_path
 from .errors import PublishError
 from .loading import folder_record
+from .shards import is_sharded, load_shards
 
 __all__ = ["PUBLISHED_FILES", "VAL_PREDICTIONS", "migrate_folder", "publish_run", "push_folder", "save_model_folder"]
 
@@ -122,7 +123,9 @@ def _finish(stage: Path, record: RunRecord | None, name: str | None, notes: Sequ
         cfg.setdefault("pretrained_cfg", {})["notes"] = [notes] if isinstance(notes, str) else [str(n) for n in notes]
     if record is not None:
         record = copy.deepcopy(record)
-        record.provenance.weights_sha256 = sha256_file(stage / "model.safetensors")
+        if not is_sharded(stage):
+            record.provenance.weights_sha256 = sha256_file(stage / "model.safetensors")
+        # sharded (a shipped entry): the record keeps the sha256 of the one file the shards were cut from
         if name is not None:
             record.name = name
         cfg[RECORD_KEY] = record.to_dict()
@@ -246,12 +249,19 @@ def migrate_folder(folder: str | Path, *, zoo_name: str | None = None, timm_tag:
                    repo_id: str | None = None, notes: Sequence[str] | None = None) -> Path:
     """Rewrite a published folder in place to the current layout: version-2 record, no machine paths, new card.
 
-    The weights are untouched (their sha256 pins stay valid); used for the shipped entries of version 1.
+    The weights are untouched (their sha256 pins stay valid); used for the shipped entries of version 1 and to
+    re-render shipped cards. A sharded folder (weights over the package's file limit) keeps its shards, checked
+    readable first, and its record keeps the sha256 of the one file they were cut from.
     ``notes`` replace the folder's ``pretrained_cfg.notes`` (shown on the card); ``None`` keeps them.
     """
     folder = check_user_path(folder)
     if not _is_publish_folder(folder):
         raise PublishError(f"'{folder}' is not a published folder (config.json + README.md, no config.yaml)")
+    if is_sharded(folder):
+        load_shards(folder)  # every listed shard present, whole and holding what the index says, before any work
+    elif not (folder / "model.safetensors").is_file():
+        raise PublishError(f"'{folder}' has no model.safetensors and no shard index; publish it again from its run "
+                           "folder (refcal-zoo publish)")
     record = folder_record(folder, json.loads((folder / "config.json").read_text()))
 
     def fill(stage: Path) -> None:
