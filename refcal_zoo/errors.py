@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "RefCalZooError", "RunFolderError"]
+__all__ = ["ConfigError", "DataError", "IntegrityError", "RefCalZooError", "RunFolderError"]
 
 
 class RefCalZooError(ValueError):
@@ -19,3 +19,7 @@ class DataError(RefCalZooError):
 
 class RunFolderError(RefCalZooError):
     """An output folder that cannot be written as asked (e.g. it already holds a finished run)."""
+
+
+class IntegrityError(RefCalZooError):
+    """Files that fail verification: sha256 mismatch, truncated safetensors, weights that do not fit the config."""

@@ -22,8 +22,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..methods.base import TWO_STAGE_METHODS
 from ..record import DatasetRecord, DeviceStretch, MethodRecord, RecordError, RunRecord, read_record
+from ..weight_files import is_sharded, shard_files
 from .errors import PublishError
-from .shards import is_sharded, shard_files
 
 __all__ = ["CARD_METRICS", "CONFORMAL_ALPHAS", "PREDICTION_SETS", "FolderRecord", "build_model_card", "card_metrics",
            "frequency_third_metrics", "prediction_set_summary", "read_folder"]
@@ -243,7 +243,7 @@ def _hub_dataset_id(ds: DatasetRecord | None) -> str | None:
 def _param_count(folder: Path) -> int | None:
     """Parameters in the folder's weights (one ``model.safetensors`` or the shards its index names), buffers
     excluded; ``None`` without weights."""
-    from .checks import check_safetensors
+    from ..weight_files import check_safetensors
 
     files = [folder / "model.safetensors"]
     if not files[0].is_file():

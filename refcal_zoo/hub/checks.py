@@ -1,16 +1,15 @@
-"""Input and file checks: repo ids, zoo names, user paths, safetensors structure, sha256."""
+"""Input and file checks: repo ids, zoo names, user paths, sha256 (the safetensors structure check is
+:func:`refcal_zoo.weight_files.check_safetensors`, below the models)."""
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from pathlib import Path, PurePath
 
 from ..fileio import sha256_file
 from .errors import IntegrityError, ResolveError
 
-__all__ = ["check_model_name", "check_repo_id", "check_safetensors", "check_user_path", "verify_sha256"]
+__all__ = ["check_model_name", "check_repo_id", "check_user_path", "verify_sha256"]
 
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 _REPO_ID = re.compile(rf"^{_PART}/{_PART}$")
@@ -55,37 +54,6 @@ def check_user_path(path: str | Path) -> Path:
         elif part not in (".", "/", "\\") and not PurePath(part).anchor:
             seen_name = True
     return Path(path).expanduser()
-
-
-def check_safetensors(path: Path) -> dict:
-    """Parse the safetensors header and check the file holds every byte it announces; return the header.
-
-    A truncated download or a partial copy fails here with a message naming the file, before any tensor is read.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    hint = "delete it and download or copy it again"
-    if size < 8:
-        raise IntegrityError(f"'{path}' is not a safetensors file (only {size} bytes); {hint}")
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        if n > size - 8 or n > 100_000_000:
-            raise IntegrityError(f"'{path}' is truncated or not a safetensors file (header of {n} bytes announced, "
-                                 f"file has {size}); {hint}")
-        raw = fh.read(n)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise IntegrityError(f"'{path}' has a corrupt safetensors header; {hint}") from None
-    if not isinstance(header, dict):
-        raise IntegrityError(f"'{path}' has a corrupt safetensors header; {hint}")
-    ends = [int(v["data_offsets"][1]) for k, v in header.items()
-            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
-    expected = 8 + n + (max(ends) if ends else 0)
-    if size != expected:
-        what = "truncated" if size < expected else "longer than its header says (corrupt)"
-        raise IntegrityError(f"'{path}' is {what}: {size} bytes, expected {expected}; {hint}")
-    return header
 
 
 def verify_sha256(path: Path, expected: str | None, source: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import RefCalZooError
+from ..errors import IntegrityError, RefCalZooError
 
 __all__ = ["IntegrityError", "NotAvailableError", "PublishError", "ResolveError"]
 
@@ -13,10 +13,6 @@ class ResolveError(RefCalZooError):
 
 class NotAvailableError(ResolveError):
     """A known model whose files are not available here (offline and not cached, or never published)."""
-
-
-class IntegrityError(RefCalZooError):
-    """Files that fail verification: sha256 mismatch, truncated safetensors, weights that do not fit the config."""
 
 
 class PublishError(RefCalZooError):

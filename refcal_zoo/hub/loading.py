@@ -39,9 +39,9 @@ from torch import nn
 from .. import __version__
 from ..fileio import sha256_file
 from ..record import RecordError, RunRecord, read_record
-from .checks import check_repo_id, check_safetensors, check_user_path
+from ..weight_files import check_safetensors, is_sharded, load_shards
+from .checks import check_repo_id, check_user_path
 from .errors import IntegrityError, NotAvailableError, ResolveError
-from .shards import is_sharded, load_shards
 
 __all__ = ["LoadedFolder", "Resolved", "download", "load_folder", "predict_logits", "predict_proba",
            "resolve_folder", "resolve_hub_id"]

@@ -24,11 +24,11 @@ from .. import __version__
 from ..fileio import atomic_copy, replace_folder, sha256_file, staging_folder, write_json, write_text, write_yaml
 from ..models.export import export_timm_folder
 from ..record import RECORD_KEY, V1_KEY, RunRecord, dataset_identity
+from ..weight_files import check_safetensors, is_sharded, load_shards
 from .card import PREDICTION_SETS, build_model_card, frequency_third_metrics, prediction_set_summary, read_folder
-from .checks import check_model_name, check_repo_id, check_safetensors, check_user_path
+from .checks import check_model_name, check_repo_id, check_user_path
 from .errors import PublishError
 from .loading import folder_record
-from .shards import is_sharded, load_shards
 
 __all__ = ["PUBLISHED_FILES", "VAL_PREDICTIONS", "migrate_folder", "publish_run", "push_folder", "save_model_folder"]
 

@@ -12,6 +12,8 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import checkpoint_seq
 from torch import nn
 
+from ..weight_files import load_shards
+
 # Per-channel statistics of the CIFAR training sets (true standard deviations, computed over all pixels).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -91,12 +93,10 @@ class NormedLinear(nn.Module):
 
 class ShardedPretrained:
     """timm's ``custom_load`` hook: a pretrained cfg whose ``file`` is a ``model.safetensors.index.json`` (weights
-    shipped as Hugging Face shards, with any tensor over the size limit cut into parts: :mod:`refcal_zoo.hub.shards`)
-    is read by :func:`refcal_zoo.hub.shards.load_shards`."""
+    shipped as Hugging Face shards, with any tensor over the size limit cut into parts: :mod:`refcal_zoo.weight_files`)
+    is read by :func:`refcal_zoo.weight_files.load_shards`."""
 
     def load_pretrained(self, checkpoint_path: str, prefix: str = "") -> None:
-        from ..hub.shards import load_shards
-
         state, _ = load_shards(Path(checkpoint_path).parent)
         self.load_state_dict(state, strict=True)
 

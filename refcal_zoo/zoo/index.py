@@ -22,8 +22,8 @@ import yaml
 
 from ..hub.checks import check_model_name, check_repo_id
 from ..hub.errors import ResolveError
-from ..hub.shards import is_sharded
 from ..record import timm_tag
+from ..weight_files import is_sharded
 
 __all__ = [
     "DEFAULT_ORG",

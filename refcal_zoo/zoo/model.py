@@ -30,8 +30,8 @@ from ..hub.checks import check_model_name
 from ..hub.errors import IntegrityError, NotAvailableError, ResolveError
 from ..hub.loading import Resolved, download, load_folder, predict_logits, predict_proba, resolve_folder, resolve_hub_id
 from ..hub.publish import VAL_PREDICTIONS, push_folder, save_model_folder
-from ..hub.shards import is_sharded
 from ..record import RunRecord
+from ..weight_files import is_sharded
 from .index import DEFAULT_ORG, ZooEntry, get_entry, load_index, shipped_folder, weights_dir, zoo_org
 
 __all__ = ["ZooModel", "load", "resolve"]

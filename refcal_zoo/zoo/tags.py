@@ -19,8 +19,8 @@ from dataclasses import fields, replace
 from timm.models import _registry
 from timm.models._pretrained import PretrainedCfg
 
-from ..hub.shards import SHARD_INDEX
 from ..models._common import TAG_HEAD_ARGS
+from ..weight_files import SHARD_INDEX
 from .index import ZooEntry, load_index, shipped_folder
 
 __all__ = ["pretrained_cfg_of", "register_timm_tags"]

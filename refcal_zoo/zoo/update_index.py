@@ -21,10 +21,11 @@ import yaml
 
 from ..fileio import atomic_copy, replace_folder, sha256_file, write_yaml
 from ..hub.card import read_folder
-from ..hub.checks import check_model_name, check_repo_id, check_safetensors, check_user_path
+from ..hub.checks import check_model_name, check_repo_id, check_user_path
 from ..hub.errors import IntegrityError, PublishError
 from ..hub.publish import migrate_folder
-from ..hub.shards import is_sharded, write_shards
+from ..hub.shards import write_shards
+from ..weight_files import check_safetensors, is_sharded
 from .index import HEADLINE_KEYS, ZooEntry, index_path, load_index
 
 __all__ = ["EMBED_FILES", "MAX_EMBED_FILE_BYTES", "MAX_EMBED_MODEL_BYTES", "add_recipe_entries", "entry_from_config",
