@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from .errors import IntegrityError
 from .fileio import sha256_file
 
-__all__ = ["PART", "SHARD_INDEX", "check_safetensors", "is_sharded", "load_shards", "part_name", "shard_files"]
+__all__ = ["SHARD_INDEX", "check_safetensors", "is_sharded", "load_shards", "part_name", "shard_files"]
 
 SHARD_INDEX = "model.safetensors.index.json"
 _SHARD_NAME = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
@@ -74,11 +74,11 @@ def is_sharded(folder: Path) -> bool:
 
 
 #: a part of a tensor cut to fit a shard: ``<name>#part<i>of<n>`` (i counted from 1)
-PART = re.compile(r"^(.+)#part(\d+)of(\d+)$")
+_PART = re.compile(r"^(.+)#part(\d+)of(\d+)$")
 
 
 def part_name(name: str, i: int, n: int) -> str:
-    """The key of part ``i`` (from 1) of ``n`` of the tensor ``name`` (the form :data:`PART` reads)."""
+    """The key of part ``i`` (from 1) of ``n`` of the tensor ``name`` (the form ``_PART`` reads)."""
     return f"{name}#part{i}of{n}"
 
 
@@ -87,7 +87,7 @@ def _join_parts(state: dict[str, torch.Tensor], header: dict, where: Path) -> No
     cut: dict[str, dict[int, str]] = {}
     counts: dict[str, int] = {}
     for key in [k for k in state if "#" in k]:
-        m = PART.match(key)
+        m = _PART.match(key)
         if m is None or counts.setdefault(m.group(1), int(m.group(3))) != int(m.group(3)):
             raise IntegrityError(f"'{where}' holds a tensor '{key}' that is no part of a cut tensor; {_HINT}")
         cut.setdefault(m.group(1), {})[int(m.group(2))] = key

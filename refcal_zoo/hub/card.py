@@ -22,7 +22,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..methods.base import TWO_STAGE_METHODS
 from ..record import DatasetRecord, DeviceStretch, MethodRecord, RecordError, RunRecord, read_record
-from ..weight_files import is_sharded, shard_files
+from ..weight_files import check_safetensors, is_sharded, shard_files
 from .errors import PublishError
 
 __all__ = ["CARD_METRICS", "CONFORMAL_ALPHAS", "PREDICTION_SETS", "FolderRecord", "build_model_card", "card_metrics",
@@ -243,8 +243,6 @@ def _hub_dataset_id(ds: DatasetRecord | None) -> str | None:
 def _param_count(folder: Path) -> int | None:
     """Parameters in the folder's weights (one ``model.safetensors`` or the shards its index names), buffers
     excluded; ``None`` without weights."""
-    from ..weight_files import check_safetensors
-
     files = [folder / "model.safetensors"]
     if not files[0].is_file():
         if not is_sharded(folder):
