@@ -106,10 +106,12 @@ def welch_difference(a: list[float], b: list[float]) -> tuple[float, float, floa
     return diff, diff - half, diff + half
 
 
-def verdict(diff: float, lo: float, hi: float, sign: int) -> str:
-    """'better' / 'worse' when the 95% interval excludes 0, else 'no clear difference'."""
+def verdict(diff: float, lo: float, hi: float, sign: int, seeds: tuple[int, int] = (1, 1)) -> str:
+    """'better' / 'worse' when the 95% interval excludes 0, else 'no clear difference'; without an interval (a side
+    with one seed, ``seeds`` = (variant's, baseline's)) the direction, tagged with what it rests on."""
     if not math.isfinite(lo):
-        return "better (1 seed)" if diff * sign > 0 else "worse (1 seed)"
+        tag = "1 seed" if seeds == (1, 1) else f"{seeds[0]} vs {seeds[1]} seeds, no interval"
+        return f"better ({tag})" if diff * sign > 0 else f"worse ({tag})"
     if lo > 0 or hi < 0:
         return "better" if diff * sign > 0 else "worse"
     return "no clear difference"
@@ -126,7 +128,7 @@ def comparisons(rows: list[dict], compared: tuple[tuple[str, int, str], ...] = C
                 a, b = _values(rows, variant, key), _values(rows, base, key)
                 if a and b:
                     diff, lo, hi = welch_difference(a, b)
-                    entry[key] = (diff, lo, hi, verdict(diff, lo, hi, sign))
+                    entry[key] = (diff, lo, hi, verdict(diff, lo, hi, sign, (len(a), len(b))))
             out.append(entry)
     return out
 
@@ -195,8 +197,10 @@ def _paper_comparison(rows: list[dict], variants: tuple[str, ...]) -> list[str]:
             for key, sign, label in (("accuracy", 1, "higher accuracy"), ("auroc_ovo", 1, "higher OvO AUROC"),
                                      ("ece", -1, "lower ECE")):
                 ours, ce = _values(rows, variant, key), _values(rows, "ce", key)
+                if not ours or not ce:  # a metric one side's results do not carry
+                    continue
                 diff, lo, hi = welch_difference(ours, ce)
-                word = verdict(diff, lo, hi, sign)
+                word = verdict(diff, lo, hi, sign, (len(ours), len(ce)))
                 if min(len(ours), len(ce)) < 2:  # one run each: a direction, never a reproduction
                     holds = ("in the paper's direction, not established" if diff * sign > 0
                              else "not in the paper's direction")
@@ -213,11 +217,26 @@ def _fullbudget_paper_lines() -> list[str]:
     variants = tuple(v for v in REFCAL_VARIANTS if any(r["method"] == v for r in rows))
     if not variants or not any(r["method"] == "ce" for r in rows):
         return []
-    seeds = len({r["seed"] for r in rows})
     return ["At the recipes' budget (`cifar10lt-full`: ResNet-32, 200 epochs; two-stage RefCal with the SupCon budget "
-            f"its name states; {seeds} seed{'s' if seeds > 1 else ''}"
-            + (", so each difference is a single-run observation" if seeds < 2 else "") + "):", "",
+            f"its name states; {_seeds_phrase(rows, ('ce', *variants))}):", "",
             *_paper_comparison(rows, variants)]
+
+
+def _seed_counts(rows: list[dict]) -> dict[str, int]:
+    """How many seeds each method of ``rows`` has finished."""
+    return {m: len({r["seed"] for r in rows if r["method"] == m}) for m in {r["method"] for r in rows}}
+
+
+def _seeds_phrase(rows: list[dict], methods: tuple[str, ...]) -> str:
+    """How many seeds stand behind a comparison of ``methods``, and what that allows."""
+    counts = _seed_counts(rows)
+    n = [counts.get(m, 0) for m in methods]
+    if max(n) < 2:
+        return "1 seed, so each difference is a single-run observation"
+    if min(n) == max(n):
+        return f"{n[0]} seeds"
+    return ("seeds: " + ", ".join(f"{m} {c}" for m, c in zip(methods, n, strict=True))
+            + "; a difference with a one-seed side is a single-run observation")
 
 
 def paper_section() -> str:
@@ -285,14 +304,16 @@ def fullbudget_section(name: str) -> str:
             f"Command: `python benchmarks/build_zoo.py --suite {name}`.\n\n")
     if not rows:
         return head + "No cell has finished yet.\n"
-    expected = len(build.entries) * len(build.seeds)
     rows = [{**r, "entry": r["method"], "method": _short_method(r["method"])} for r in rows]
-    seeds = {m: len({r["seed"] for r in rows if r["method"] == m}) for m in {r["method"] for r in rows}}
+    seeds = _seed_counts(rows)
     finished = {(r["entry"], int(r["seed"])) for r in rows}
+    planned = {(e.name, s) for s in build.seeds for e in build.entries}
     pending = [f"{e.name} seed {s}" for s in build.seeds for e in build.entries if (e.name, s) not in finished]
-    lines = [f"{len(rows)} of {expected} (entry, seed) cells finished"
-             + (f"; still to train: {', '.join(pending)}." if pending else "."), "",
-             compare.markdown_table(compare.summarize(rows)), ""]
+    extra = sorted(finished - planned, key=lambda cell: (cell[1], cell[0]))  # further seeds run with --seeds
+    lines = [f"{len(planned & finished)} of {len(planned)} (entry, seed) cells finished"
+             + (f"; still to train: {', '.join(pending)}" if pending else "")
+             + (f"; further seeds finished: {', '.join(f'{e} seed {s}' for e, s in extra)}" if extra else "") + ".",
+             "", compare.markdown_table(compare.summarize(rows)), ""]
     groups = [f"{g}/{k}" for g in ("many", "medium", "few") for k in SHOT_KEYS]
     shot = {g: {r.get(f"{g}/n") for r in rows} - {None, "", "0"} for g in ("medium", "few")}
     if any(groups[0] in r for r in rows) and any(shot.values()):  # on CIFAR-10-LT every class is "many"
@@ -308,6 +329,11 @@ def fullbudget_section(name: str) -> str:
     if max(seeds.values()) < 2:
         lines += ["Only one seed per entry has finished: every difference below is a single-run observation, not "
                   "an established effect (no interval can be formed).", ""]
+    elif min(seeds.values()) < 2:
+        several = ", ".join(f"`{m}` ({n} seeds)" for m, n in sorted(seeds.items()) if n > 1)
+        lines += [f"Several seeds have finished only for {several}: a difference between two of these carries a "
+                  "95% Welch interval and says \"better\" or \"worse\" only when it excludes zero; a difference "
+                  "with a one-seed side is a single-run observation (\"no interval\").", ""]
     found = comparisons(rows)
     if found:
         lines += [f"- {answer(e)}" for e in found] + [""]

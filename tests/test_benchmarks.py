@@ -377,6 +377,36 @@ def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot
 
 
 
+def test_fullbudget_section_counts_further_seeds_and_tags_differences_without_an_interval(tmp_path, monkeypatch):
+    def row(entry, seed, acc, ece):
+        return {"method": entry, "seed": str(seed), "train_seconds": "100", "accuracy": str(acc), "ece": str(ece),
+                "ts/ece": "0.02", "auroc_misclassification": "0.8", "auroc_ovo": "0.98"}
+
+    ce, joint, crl = "resnet32-cifar10lt-ce", "resnet32-cifar10lt-refcal_joint", "resnet32-cifar10lt-crl"
+    # the suite plans seed 0 only; seed 1 of CE and of CRL were run with --seeds 1
+    rows = [row(ce, 0, 0.80, 0.09), row(ce, 1, 0.82, 0.07), row(joint, 0, 0.83, 0.10), row(crl, 0, 0.77, 0.06),
+            row(crl, 1, 0.79, 0.05)]
+    compare.write_results(tmp_path / "cifar10lt-full", compare.get_suite("cifar10lt", "/data"), rows)
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.fullbudget_section("cifar10lt-full")
+    assert text.count("3 of 8 (entry, seed) cells finished; still to train: ") == 1
+    assert f"; further seeds finished: {ce} seed 1, {crl} seed 1." in text
+    assert "| ours: ce (2 seeds) | 0.8100 |" in text and "| ours: refcal_joint (1 seed) | 0.8300 |" in text
+    assert "Only one seed per entry" not in text
+    assert "Several seeds have finished only for `ce` (2 seeds), `crl` (2 seeds):" in text
+    # refcal_joint 0.83 against CE's 0.80 / 0.82: a direction on 1 vs 2 seeds, never an interval
+    assert "- `refcal_joint` vs `ce`: **no** - accuracy better (1 vs 2 seeds, no interval), " in text
+    assert "ECE worse (1 vs 2 seeds, no interval)" in text
+    found = {(e["variant"], e["baseline"]): e for e in report.comparisons(
+        [{**r, "method": r["method"].rsplit("-", 1)[1]} for r in rows])}
+    diff, lo, hi, word = found[("refcal_joint", "crl")]["accuracy"]
+    assert diff == pytest.approx(0.83 - 0.78) and math.isnan(lo) and math.isnan(hi)
+    assert word == "better (1 vs 2 seeds, no interval)"
+    paper = "\n".join(report._fullbudget_paper_lines())
+    assert "seeds: ce 2, refcal_joint 1; a difference with a one-seed side is a single-run observation" in paper
+    assert "(difference +0.0200, better (1 vs 2 seeds, no interval))" in paper
+
+
 def test_paper_claims_are_checked_at_full_budget_once_a_refcal_entry_lands(tmp_path, monkeypatch):
     suite = compare.get_suite("cifar10lt", "/data")
 
