@@ -13,7 +13,8 @@ newest checkpoint (``--resume``, bit-identical), so the command can be stopped a
 times. ``--parallel N`` trains N cells at once (one GPU holds many small CIFAR models). After each cell the suite's
 ``results.csv`` is rewritten and, unless ``--no-publish``, the entry is published from its finished seed with the best
 *validation* accuracy: Hub-repo folder, weights embedded in the package, card in ``model_cards/<name>/`` and an
-index entry with the exact recipe, overrides and budget. Test metrics play no part in any choice.
+index entry with the exact recipe, overrides and budget. The seed published before competes too, even when its run
+folder is gone (its score is read from the published train log). Test metrics play no part in any choice.
 """
 
 from __future__ import annotations
@@ -167,10 +168,47 @@ def already_published(entry: Entry, run_dir: Path, index: str | None) -> bool:
     return bool(known and known.published and known.sha256 == sha256_file(run_dir / "model.safetensors"))
 
 
+def published_seed(entry: Entry, runs: Path, *, index: str | None = None, publish_dir: str | Path | None = None,
+                   **_) -> tuple[str, tuple[float, float] | None] | None:
+    """The seed ``entry`` is published from, as ``(<entry>-s<seed>, (validation accuracy, NLL))``, where its run
+    folder is not in ``runs`` (trained on a machine that is gone): the score is read from the published copy's
+    train log (the package's shipped folder, else ``publish_dir/<entry>``), None where neither has one. None when
+    the entry is not published or its run folder is here (then it is one of the candidates anyway)."""
+    from refcal_zoo.zoo import index_path, load_index
+
+    index_file = Path(index) if index else index_path()
+    known = load_index(index_file).get(entry.name)
+    seed = next((o.split("=", 1)[1] for o in reversed(known.overrides) if o.startswith("train.seed=")),
+                None) if known and known.published else None
+    if seed is None or (runs / f"{entry.name}-s{seed}" / "metrics.json").is_file():
+        return None
+    folders = [index_file.parent / "weights" / entry.name, *([Path(publish_dir) / entry.name] if publish_dir else [])]
+    logged = next((f for f in folders if (f / "train_log.jsonl").is_file()), None)
+    score = publish_best.selected_validation(logged, "train_log.jsonl") if logged else None
+    return f"{entry.name}-s{seed}", score
+
+
 def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False, **paths) -> None:
     """Publish ``entry`` from its finished seed with the best validation accuracy (unless already published;
-    ``force`` re-publishes it, e.g. to bring its card up to date)."""
+    ``force`` re-publishes it, e.g. to bring its card up to date). The seed published before takes part in the
+    choice even where its run folder is gone (its validation score comes from the published train log), so a new
+    seed never replaces a better one unseen."""
     best, scores = publish_best.pick_best(runs, [entry.name])
+    incumbent = published_seed(entry, runs, **paths)
+    if incumbent is not None:
+        name, score = incumbent
+        if score is None and not force:
+            raise SystemExit(f"error: {entry.name} is published from {name}, whose run folder is not in {runs} and "
+                             "whose validation score no published train log holds; put the run folder back in "
+                             "runs/ to compare it, or pass --republish to publish the best of the runs here")
+        if score is not None:
+            best_score = (scores[best.name]["val_accuracy"], scores[best.name]["val_nll"])
+            if (score[0], -score[1]) >= (best_score[0], -best_score[1]):
+                print(f"[{build.name}] {entry.name}: keeping the published {name} (validation accuracy "
+                      f"{score[0]:.4f} against {best_score[0]:.4f} of {best.name}, the best run here)", flush=True)
+                return
+            scores[f"{name} (published before; run folder elsewhere)"] = {"val_accuracy": score[0],
+                                                                           "val_nll": score[1]}
     if not force and already_published(entry, best, paths.get("index")):
         print(f"[{build.name}] {entry.name}: already published from {best.name}", flush=True)
         return

@@ -32,12 +32,13 @@ DATASET_IDS = {"cifar10lt": ("uoft-cs/cifar10", "CIFAR-10-LT"), "digits": ("digi
 NAME_SUFFIX = {"cifar10lt": "_e5"}
 
 
-def selected_validation(run_dir: Path) -> tuple[float, float]:
-    """(validation accuracy, validation NLL) of the checkpoint the run selected: its last ``selected`` log entry."""
-    entries = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+def selected_validation(run_dir: Path, log: str = "log.jsonl") -> tuple[float, float]:
+    """(validation accuracy, validation NLL) of the checkpoint the run selected: its last ``selected`` log entry
+    (``log``: a run folder's ``log.jsonl``, or a published folder's ``train_log.jsonl``)."""
+    entries = [json.loads(line) for line in (run_dir / log).read_text().splitlines() if line.strip()]
     chosen = [e for e in entries if e.get("selected") and "val_accuracy" in e]
     if not chosen:
-        raise SystemExit(f"error: {run_dir}/log.jsonl has no selected epoch with validation metrics")
+        raise SystemExit(f"error: {run_dir}/{log} has no selected epoch with validation metrics")
     last = chosen[-1]
     return float(last["val_accuracy"]), float(last.get("val_nll", float("nan")))
 

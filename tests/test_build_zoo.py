@@ -146,6 +146,53 @@ def test_republish_brings_a_published_card_up_to_date(built, cifar100_tiny, monk
         build_zoo.main(build_args(cifar100_tiny, folder, index, "--republish", "--no-publish"))
 
 
+def test_a_new_seed_replaces_the_published_one_only_when_better_on_validation(built, cifar100_tiny, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """The published seed's run folder is gone (trained on a machine that is gone): its validation score comes from
+    the shipped train log, and a new seed is published only if it beats it."""
+    folder, index = built
+    zoo = tmp_path / "zoo"
+    shutil.copytree(index.parent, zoo)  # the module's index stays as it is
+    shipped_log = zoo / "weights" / NAME / "train_log.jsonl"
+    published = build_zoo.publish_best.selected_validation(shipped_log.parent, shipped_log.name)
+    new_run = tmp_path / "runs" / f"{NAME}-s1"  # seed 0's run folder is not among the runs here
+    shutil.copytree(folder / "root" / "runs" / f"{NAME}-s0", new_run)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(new_run / "model.safetensors")  # other weights than the published ones
+    save_file({k: v + 1e-3 if v.is_floating_point() else v for k, v in weights.items()},
+              new_run / "model.safetensors")
+
+    def set_validation(accuracy: float) -> None:
+        lines = [json.loads(line) for line in (new_run / "log.jsonl").read_text().splitlines() if line.strip()]
+        for line in lines:
+            if line.get("selected"):
+                line["val_accuracy"] = accuracy
+        (new_run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    calls = []
+    monkeypatch.setattr(build_zoo.publish_best, "publish_entry", lambda run, name, **kw: calls.append((run, kw)))
+    build = build_zoo.get_build_suite("cifar100lt-full", str(cifar100_tiny))
+    entry = next(e for e in build.entries if e.name == NAME)
+    paths = {"index": str(zoo / "index.yaml"), "publish_dir": str(tmp_path / "pub")}
+    set_validation(published[0] - 0.01)
+    build_zoo.publish(build, entry, tmp_path / "runs", **paths)
+    assert not calls and f"keeping the published {NAME}-s0 (validation accuracy {published[0]:.4f}" in \
+        capsys.readouterr().out
+    set_validation(published[0] + 0.01)
+    build_zoo.publish(build, entry, tmp_path / "runs", **paths)
+    (run, kw), = calls
+    assert run == new_run and "train.seed=1" in kw["overrides"]
+    assert f"among the finished runs ({NAME}-s0 (published before; run folder elsewhere), {NAME}-s1)" in kw["notes"]
+    shipped_log.unlink()  # no published train log: the choice cannot be made, and it says so before publishing
+    with pytest.raises(SystemExit, match=f"published from {NAME}-s0, whose run folder is not in .*--republish"):
+        build_zoo.publish(build, entry, tmp_path / "runs", **paths)
+    build_zoo.publish(build, entry, tmp_path / "runs", force=True, **paths)
+    assert len(calls) == 2
+    shutil.copytree(folder / "root" / "runs" / f"{NAME}-s0", tmp_path / "runs" / f"{NAME}-s0")
+    assert build_zoo.published_seed(entry, tmp_path / "runs", **paths) is None  # its run is a candidate again
+
+
 def test_weights_over_the_package_limit_are_published_but_not_shipped(built, tmp_path, monkeypatch, hf_env,
                                                                        no_network):
     """A model whose weights exceed the package's per-model limit (a WRN-28-10 here) gets its
