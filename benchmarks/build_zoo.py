@@ -168,8 +168,8 @@ def already_published(entry: Entry, run_dir: Path, index: str | None) -> bool:
     return bool(known and known.published and known.sha256 == sha256_file(run_dir / "model.safetensors"))
 
 
-def published_seed(entry: Entry, runs: Path, *, index: str | None = None, publish_dir: str | Path | None = None,
-                   **_) -> tuple[str, tuple[float, float] | None] | None:
+def published_seed(entry: Entry, runs: Path, *, index: str | None = None, publish_dir: str | Path | None = None
+                   ) -> tuple[str, tuple[float, float] | None] | None:
     """The seed ``entry`` is published from, as ``(<entry>-s<seed>, (validation accuracy, NLL))``, where its run
     folder is not in ``runs`` (trained on a machine that is gone): the score is read from the published copy's
     train log (the package's shipped folder, else ``publish_dir/<entry>``), None where neither has one. None when
@@ -194,7 +194,7 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
     choice even where its run folder is gone (its validation score comes from the published train log), so a new
     seed never replaces a better one unseen."""
     best, scores = publish_best.pick_best(runs, [entry.name])
-    incumbent = published_seed(entry, runs, **paths)
+    incumbent = published_seed(entry, runs, index=paths.get("index"), publish_dir=paths.get("publish_dir"))
     if incumbent is not None:
         name, score = incumbent
         if score is None and not force:
@@ -203,7 +203,7 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
                              "runs/ to compare it, or pass --republish to publish the best of the runs here")
         if score is not None:
             best_score = (scores[best.name]["val_accuracy"], scores[best.name]["val_nll"])
-            if (score[0], -score[1]) >= (best_score[0], -best_score[1]):
+            if publish_best.rank(score) >= publish_best.rank(best_score):
                 print(f"[{build.name}] {entry.name}: keeping the published {name} (validation accuracy "
                       f"{score[0]:.4f} against {best_score[0]:.4f} of {best.name}, the best run here)", flush=True)
                 return

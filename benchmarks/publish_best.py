@@ -43,6 +43,11 @@ def selected_validation(run_dir: Path, log: str = "log.jsonl") -> tuple[float, f
     return float(last["val_accuracy"]), float(last.get("val_nll", float("nan")))
 
 
+def rank(score: tuple[float, float]) -> tuple[float, float]:
+    """Sort key of a (validation accuracy, validation NLL) score: higher accuracy first, then lower NLL."""
+    return score[0], -score[1]
+
+
 def pick_best(runs: Path, methods: list[str]) -> tuple[Path, dict]:
     """The finished run of ``methods`` with the best validation accuracy (then NLL); with every candidate's score."""
     scores = {}
@@ -52,7 +57,7 @@ def pick_best(runs: Path, methods: list[str]) -> tuple[Path, dict]:
                 scores[run_dir] = selected_validation(run_dir)
     if not scores:
         raise SystemExit(f"error: no finished runs of {methods} in {runs}; run the suite first")
-    best = max(scores, key=lambda d: (scores[d][0], -scores[d][1]))
+    best = max(scores, key=lambda d: rank(scores[d]))
     return best, {d.name: {"val_accuracy": a, "val_nll": n} for d, (a, n) in scores.items()}
 
 
