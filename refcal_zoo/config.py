@@ -133,7 +133,8 @@ class TrainConfig:
     grad_clip_norm: float | None = None
     drw_epoch: int | None = None  # deferred re-weighting (LDAM-DRW): class-balanced weights from this 0-based epoch
     drw_beta: float | None = None  # DRW: w_j ~ (1 - beta) / (1 - beta^n_j) (Cui et al. 2019); None: 0.9999
-    select: Literal["best_nll", "best_accuracy", "last"] = "best_nll"  # model selection on validation (never test)
+    # model selection on validation (never test): raw NLL, NLL after temperature scaling (refinement), accuracy
+    select: Literal["best_nll", "best_ts_nll", "best_accuracy", "last"] = "best_nll"
     checkpoint_every_epochs: int = 1  # 0: never at epoch ends
     checkpoint_every_steps: int = 0  # 0: never mid-epoch
     keep_checkpoints: int = 2

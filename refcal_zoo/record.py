@@ -201,7 +201,7 @@ class BudgetRecord:
 
 @dataclass
 class SelectionRecord:
-    rule: str = "last"  # best_nll | best_accuracy | last (on the validation split)
+    rule: str = "last"  # best_nll | best_ts_nll | best_accuracy | last (on the validation split)
     epoch: int | None = None
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from refcal_zoo.calibration import TEMPERATURE_GRID, apply_temperature, fit_temperature
+from refcal_zoo.calibration import TEMPERATURE_GRID, apply_temperature, fit_temperature, temperature_scaled_nll
 from refcal_zoo.calibration.temperature import _ece
 
 
@@ -164,3 +164,33 @@ def test_private_ece_agrees_with_metrics_package():
     p /= p.sum(1, keepdims=True)
     mine = _ece(p.max(1), p.argmax(1) == y)
     assert abs(mine - float(metrics.ece(p, y))) < 1e-10
+
+
+def test_temperature_scaled_nll_is_the_minimum_over_temperatures_and_ignores_the_logits_scale():
+    z, y = synthetic(2.5, 20_000, seed=5)
+    scored = temperature_scaled_nll(z, y)
+    on_a_grid = min(nll(z, y, t) for t in np.geomspace(0.05, 20.0, 4001))  # independent: brute force over T
+    assert on_a_grid - 1e-4 <= scored <= on_a_grid + 1e-9
+    assert scored < nll(z, y, 1.0) - 0.05  # these logits are miscalibrated: scaling removes part of the loss
+    assert temperature_scaled_nll(3.0 * z, y) == pytest.approx(scored, abs=1e-7)  # a global scale is calibration
+    assert nll(3.0 * z, y, 1.0) > nll(z, y, 1.0) + 0.1  # ... which the raw NLL does count
+    assert temperature_scaled_nll(torch.from_numpy(z).float(), torch.from_numpy(y)) == pytest.approx(scored, rel=1e-5)
+
+
+def test_temperature_scaled_nll_prefers_the_more_refined_model_the_raw_nll_rejects():
+    rng = np.random.default_rng(0)
+    n, k = 4000, 10
+    y = rng.integers(0, k, n)
+
+    def logits(signal: float, scale: float, seed: int) -> np.ndarray:  # true class ahead by `signal`, then scaled
+        z = np.random.default_rng(seed).normal(size=(n, k))
+        z[np.arange(n), y] += signal
+        return z * scale
+
+    weak = logits(2.0, 1.0, 1)
+    weak = weak / fit_temperature(weak, y)  # calibrated
+    strong = logits(2.6, 10.0, 2)  # separates right from wrong better, but ~4x over-confident
+    assert (strong.argmax(1) == y).mean() > (weak.argmax(1) == y).mean() + 0.1
+    assert nll(strong, y, 1.0) > nll(weak, y, 1.0)  # the raw NLL would select the weak model
+    assert temperature_scaled_nll(strong, y) < temperature_scaled_nll(weak, y) - 0.3
+    assert temperature_scaled_nll(weak, y) == pytest.approx(nll(weak, y, 1.0), abs=1e-9)  # nothing left to fix

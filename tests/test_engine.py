@@ -20,6 +20,7 @@ from torch import nn
 from refcal_zoo.config import TrainConfig, load_config
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
 from refcal_zoo.engine import StepContext, build_optimizer, train, train_one_epoch
+from refcal_zoo.engine.trainer import selection_score
 from refcal_zoo.errors import ConfigError, RunFolderError
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain
@@ -79,6 +80,34 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference_run, tmp_path)
     run_in_process(out, resume=True)
     assert_same_run(reference_run, out)
     assert not stage.exists() and not (out / "checkpoints").exists()
+
+
+def test_every_epoch_logs_the_validation_nll_after_temperature_scaling(reference_run):
+    log = log_records(reference_run)
+    assert len(log) == 2 and all("val_ts_nll" in r for r in log)
+    for r in log:  # T = 1 is among the temperatures searched, so scaling never makes the NLL worse
+        assert 0.0 < r["val_ts_nll"] <= r["val_nll"] + 1e-5
+
+
+def test_each_selection_rule_minimises_its_own_validation_score():
+    early = {"val_accuracy": 0.76, "val_nll": 0.78, "val_ts_nll": 0.70}  # better calibrated, less refined
+    late = {"val_accuracy": 0.80, "val_nll": 0.80, "val_ts_nll": 0.62}
+    assert selection_score("best_nll", early) < selection_score("best_nll", late)
+    assert selection_score("best_ts_nll", late) < selection_score("best_ts_nll", early)
+    assert selection_score("best_accuracy", late) < selection_score("best_accuracy", early)
+    with pytest.raises(ValueError, match="last"):
+        selection_score("last", late)
+
+
+@pytest.mark.slow
+def test_best_ts_nll_selects_the_epoch_with_the_lowest_temperature_scaled_validation_nll(tmp_path):
+    out = tmp_path / "ts"
+    run_in_process(out, "train.epochs=4", "train.select=best_ts_nll")
+    log = log_records(out)
+    best_epoch = min(log, key=lambda r: (r["val_ts_nll"], r["epoch"]))["epoch"]
+    assert [r["epoch"] for r in log if r.get("selected")][-1] == best_epoch
+    record = json.loads((out / "config.json").read_text())["run_record"]
+    assert record["selection"] == {"rule": "best_ts_nll", "epoch": best_epoch}
 
 
 def test_corrupt_checkpoint_is_skipped(reference_run, tmp_path):

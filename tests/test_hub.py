@@ -179,7 +179,7 @@ def test_card_of_a_two_stage_run_reports_each_stage_and_the_selected_epoch(train
     run = copy_folder(trained_run, tmp_path / "two_stage")
     log = [{"stage": "contrastive", "epoch": e, "train_loss": 5.0} for e in (1, 2, 3)]
     log += [{"stage": "classifier", "epoch": e, "train_loss": 1.0, "train_accuracy": 0.5 + e / 100,
-             "val_accuracy": 0.4 + e / 100, "val_nll": 2.0 - e / 10} for e in (1, 2)]
+             "val_accuracy": 0.4 + e / 100, "val_nll": 2.0 - e / 10, "val_ts_nll": 1.5 - e / 10} for e in (1, 2)]
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     cfg["method"]["name"] = "refcal"
@@ -196,7 +196,7 @@ def test_card_of_a_two_stage_run_reports_each_stage_and_the_selected_epoch(train
     assert f"Budget of stage `classifier` (logged): epochs 2 x {n // 100 * 100:,} training images" in text
     assert "two-stage RefCal" in text and "Stage 2 optimiser" in text
     assert "Published weights: epoch 1 of stage `classifier`, selected by `best_nll`" in text
-    assert "validation NLL 1.9000" in text
+    assert "validation NLL 1.9000, after temperature scaling 1.4000)" in text
 
 
 def test_card_of_a_run_that_moved_gives_each_devices_own_throughput(trained_run, tmp_path):

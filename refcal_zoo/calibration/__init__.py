@@ -3,7 +3,7 @@
 
 from .conformal import ConformalPredictor, conformal_quantile, conformal_report, conformal_scores
 from .selective import selective_predict, selective_report, selective_threshold
-from .temperature import TEMPERATURE_GRID, apply_temperature, fit_temperature
+from .temperature import TEMPERATURE_GRID, apply_temperature, fit_temperature, temperature_scaled_nll
 
 __all__ = [
     "TEMPERATURE_GRID",
@@ -16,4 +16,5 @@ __all__ = [
     "selective_predict",
     "selective_report",
     "selective_threshold",
+    "temperature_scaled_nll",
 ]

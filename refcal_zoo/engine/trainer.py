@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..calibration import fit_temperature
+from ..calibration import fit_temperature, temperature_scaled_nll
 from ..config import RESUMABLE_CHANGES, Config, config_to_dict, flatten, is_resumable_change
 from ..data import BatchTransform, PreparedData, TensorImageDataset, indices_sha256, make_loader, prepare_data
 from ..errors import ConfigError, RunFolderError
@@ -145,6 +145,17 @@ def _make_accelerator(cfg: Config, stage_dir: Path, speed: SpeedChoice) -> Accel
         project_config=ProjectConfiguration(project_dir=str(stage_dir), logging_dir=str(stage_dir / "tracking")),
         dynamo_backend="inductor" if speed.compile else None,
     )
+
+
+def selection_score(rule: str, record: dict[str, Any]) -> float:
+    """What ``train.select`` minimises over the epochs' validation records (lower is better)."""
+    if rule == "best_nll":
+        return record["val_nll"]
+    if rule == "best_ts_nll":
+        return record["val_ts_nll"]
+    if rule == "best_accuracy":
+        return -record["val_accuracy"]
+    raise ValueError(f"no selection score for train.select={rule!r}")
 
 
 def _fault_injection(batches: int) -> None:
@@ -366,16 +377,17 @@ class Trainer:
             self.checkpoint(index, step, epoch + 1, 0, None)
 
     def _validate_and_select(self, step: StepContext, epoch: int) -> dict[str, Any]:
-        """The epoch's validation accuracy and NLL, the method's end-of-epoch update, and model selection (the
-        selected weights are exported to ``best/``)."""
+        """The epoch's validation accuracy, NLL and NLL after temperature scaling, the method's end-of-epoch update,
+        and model selection (the selected weights are exported to ``best/``)."""
         accelerator, state, method, select = self.accelerator, self.state, step.method, self.cfg.train.select
         record: dict[str, Any] = {}
         val_logits, val_labels = predict_logits(step.module, self.val_loader, self.eval_tf, accelerator)
         record["val_accuracy"] = (val_logits.argmax(1) == val_labels).float().mean().item()
         record["val_nll"] = torch.nn.functional.cross_entropy(val_logits, val_labels).item()
+        record["val_ts_nll"] = temperature_scaled_nll(val_logits.double().numpy(), val_labels.numpy())
         record.update(method.end_epoch(val_logits.to(accelerator.device), val_labels.to(accelerator.device)))
-        score = record["val_nll"] if select == "best_nll" else -record["val_accuracy"]
-        if select != "last" and (state.best_score is None or score < state.best_score):
+        score = selection_score(select, record) if select != "last" else None
+        if score is not None and (state.best_score is None or score < state.best_score):
             state.best_score, state.best_epoch = score, epoch + 1
             if accelerator.is_main_process:
                 plain = accelerator.unwrap_model(step.module, keep_torch_compile=False)  # no _orig_mod. keys
@@ -491,7 +503,8 @@ def _epoch_line(prefix: str, epoch: int, epochs: int, r: dict[str, Any]) -> str:
     parts = [f"{prefix}epoch {epoch + 1:>3}/{epochs}", f"loss {r['train_loss']:.4f}"]
     for key, label, fmt in (("train_accuracy", "train_acc", ".3f"), ("train_supcon", "supcon", ".3f"),
                             ("train_refinement", "L_ref", ".3f"), ("val_accuracy", "val_acc", ".3f"),
-                            ("val_nll", "val_nll", ".3f"), ("lr", "lr", ".4g"), ("images_per_second", "img/s", ".0f")):
+                            ("val_nll", "val_nll", ".3f"), ("val_ts_nll", "val_nll@T", ".3f"), ("lr", "lr", ".4g"),
+                            ("images_per_second", "img/s", ".0f")):
         if key in r:
             parts.append(f"{label} {r[key]:{fmt}}")
     return "  ".join(parts)

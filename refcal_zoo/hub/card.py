@@ -472,8 +472,9 @@ def _selection_lines(rec: FolderRecord) -> list[str]:
             chosen = match[-1]
             how = f"epoch {selection.epoch}" + (f" of stage `{stage}`" if stage not in (None, "train") else "")
             how += f", selected by `{selection.rule}` on the validation split"
+    after_ts = (f", after temperature scaling {_num(chosen['val_ts_nll'])}" if "val_ts_nll" in chosen else "")
     return [f"Published weights: {how} (train accuracy {_num(chosen.get('train_accuracy'))}, validation accuracy "
-            f"{_num(chosen.get('val_accuracy'))}, validation NLL {_num(chosen.get('val_nll'))})."]
+            f"{_num(chosen.get('val_accuracy'))}, validation NLL {_num(chosen.get('val_nll'))}{after_ts})."]
 
 
 def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str]:
