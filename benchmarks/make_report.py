@@ -296,6 +296,32 @@ def _short_method(entry: str) -> str:
     return entry.rsplit("-", 1)[-1] if entry.startswith("resnet32-") else entry
 
 
+def early_selection_lines(build, rows: list[dict]) -> list[str]:
+    """Cells whose validation-selected epoch precedes their step schedule's first learning-rate decay: their
+    scores say as much about the selection rule as about the method, and a reader comparing methods must know."""
+    from refcal_zoo.config import load_config
+    from refcal_zoo.methods.base import TWO_STAGE_METHODS
+
+    early = []
+    for entry in build.entries:
+        cfg = load_config(REPO / "recipes" / "configs" / entry.config, list(entry.overrides), validate=False)
+        stage = cfg.stage2 if cfg.method.name in TWO_STAGE_METHODS else cfg.train  # the last stage is selected
+        if stage.schedule != "step" or not stage.milestones:
+            continue
+        for r in rows:
+            epoch = r.get("selected_epoch")
+            if r["entry"] == entry.name and epoch not in (None, "") and int(epoch) <= min(stage.milestones):
+                early.append((entry.name, int(r["seed"]), int(epoch), cfg.train.select, stage))
+    if not early:
+        return []
+    cells = ", ".join(f"{name} seed {seed} (epoch {epoch} of {stage.epochs}, selected by `{rule}`)"
+                      for name, seed, epoch, rule, stage in sorted(early, key=lambda c: (c[0], c[1])))
+    return [f"Selected before the learning-rate decay: {cells}. The raw validation NLL, which rewards calibration "
+            "as well as refinement, ranked these checkpoints above every decayed epoch, so these cells' scores "
+            "reflect the selection rule as much as the method. `train.select=best_ts_nll` (the NLL after temperature "
+            "scaling) is the remedy on offer; the recipes keep `best_nll` until reruns show it changes the picks.", ""]
+
+
 def fullbudget_section(name: str) -> str:
     """The verdict at the recipes' budgets: RefCal (both variants) vs CE vs CRL, overall and per shot group."""
     build = _build_module().get_build_suite(name, "DATA")
@@ -334,6 +360,7 @@ def fullbudget_section(name: str) -> str:
         lines += [f"Several seeds have finished only for {several}: a difference between two of these carries a "
                   "95% Welch interval and says \"better\" or \"worse\" only when it excludes zero; a difference "
                   "with a one-seed side is a single-run observation (\"no interval\").", ""]
+    lines += early_selection_lines(build, rows)
     found = comparisons(rows)
     if found:
         lines += [f"- {answer(e)}" for e in found] + [""]

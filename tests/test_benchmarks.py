@@ -407,6 +407,28 @@ def test_fullbudget_section_counts_further_seeds_and_tags_differences_without_an
     assert "(difference +0.0200, better (1 vs 2 seeds, no interval))" in paper
 
 
+def test_fullbudget_section_names_the_cells_selected_before_the_learning_rate_decay(tmp_path, monkeypatch):
+    def row(entry, seed, epoch):
+        return {"method": entry, "seed": str(seed), "train_seconds": "1", "accuracy": "0.8", "ece": "0.1",
+                "ts/ece": "0.02", "selected_epoch": str(epoch)}
+
+    # CE and CRL: step schedule, milestones 160 and 180 of 200 epochs (epoch 160 is the last before the decay);
+    # two-stage RefCal selects in its linear stage (step, milestones 60, 75, 90 of 100 epochs)
+    ce, crl, two = "resnet32-cifar10lt-ce", "resnet32-cifar10lt-crl", "resnet32-cifar10lt-refcal_supcon200"
+    rows = [row(ce, 0, 166), row(ce, 1, 60), row(crl, 0, 160), row(two, 0, 84)]
+    compare.write_results(tmp_path / "cifar10lt-full", compare.get_suite("cifar10lt", "/data"), rows)
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.fullbudget_section("cifar10lt-full")
+    assert (f"Selected before the learning-rate decay: {ce} seed 1 (epoch 60 of 200, selected by `best_nll`), "
+            f"{crl} seed 0 (epoch 160 of 200, selected by `best_nll`). ") in text
+    rows = [row(ce, 0, 166), row(crl, 0, 161), row(two, 0, 84)]
+    compare.write_results(tmp_path / "cifar10lt-full", compare.get_suite("cifar10lt", "/data"), rows)
+    assert "Selected before the learning-rate decay" not in report.fullbudget_section("cifar10lt-full")
+    rows = [row(ce, 0, 166), row(two, 0, 60)]
+    compare.write_results(tmp_path / "cifar10lt-full", compare.get_suite("cifar10lt", "/data"), rows)
+    assert f"{two} seed 0 (epoch 60 of 100, selected by `best_nll`)" in report.fullbudget_section("cifar10lt-full")
+
+
 def test_paper_claims_are_checked_at_full_budget_once_a_refcal_entry_lands(tmp_path, monkeypatch):
     suite = compare.get_suite("cifar10lt", "/data")
 
