@@ -26,7 +26,7 @@ from refcal_zoo.hub import (
 from refcal_zoo.hub.card import CARD_METRICS
 from refcal_zoo.zoo import ZooModel
 
-from .conftest import REPO_ID, ZOO_NAME, copy_folder, publish_entry, seed_hf_cache, tree_digest, write_index
+from .conftest import REPO, REPO_ID, ZOO_NAME, copy_folder, publish_entry, seed_hf_cache, tree_digest, write_index
 
 X = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -680,3 +680,27 @@ def test_the_card_splits_classes_by_frequency_where_every_class_is_many_shot(tra
     assert set(_group_table((published / "README.md").read_text())) <= {"many", "medium", "few"}
     assert len(_group_table((published / "README.md").read_text())) >= 2
     assert "head/accuracy" in json.loads((published / "metrics.json").read_text())
+
+
+def test_a_card_warns_when_the_published_epoch_precedes_the_learning_rate_decay(tmp_path):
+    """On copies of a shipped entry whose validation-NLL pick (epoch 107 of 200) precedes the decay at 160."""
+    import yaml
+
+    from refcal_zoo.hub import build_model_card
+
+    shipped = REPO / "refcal_zoo" / "zoo" / "weights" / "resnet32-cifar10lt-crl"
+    if not shipped.is_dir():
+        pytest.skip("the shipped resnet32-cifar10lt-crl folder is absent")
+    folder = copy_folder(shipped, tmp_path / "crl")
+    log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    picked = [r for r in log if r.get("selected")][-1]
+    after = max((r for r in log if r["epoch"] > 160), key=lambda r: r["val_accuracy"])  # independent of the card
+    assert picked["epoch"] <= 160
+    text = build_model_card(folder).text
+    assert (f"This epoch precedes the schedule's first learning-rate decay (after epoch 160); after it, validation "
+            f"accuracy reached {after['val_accuracy']:.4f} (epoch {after['epoch']}), yet `best_nll` ranked it above "
+            "every later epoch.") in text
+    tc = yaml.safe_load((folder / "train_config.yaml").read_text())
+    for change in ({"milestones": [picked["epoch"] - 1, 180]}, {"schedule": "cosine"}):
+        (folder / "train_config.yaml").write_text(yaml.safe_dump({**tc, "train": {**tc["train"], **change}}))
+        assert "precedes the schedule's first learning-rate decay" not in build_model_card(folder).text

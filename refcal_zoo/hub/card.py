@@ -474,7 +474,29 @@ def _selection_lines(rec: FolderRecord) -> list[str]:
             how += f", selected by `{selection.rule}` on the validation split"
     after_ts = (f", after temperature scaling {_num(chosen['val_ts_nll'])}" if "val_ts_nll" in chosen else "")
     return [f"Published weights: {how} (train accuracy {_num(chosen.get('train_accuracy'))}, validation accuracy "
-            f"{_num(chosen.get('val_accuracy'))}, validation NLL {_num(chosen.get('val_nll'))}{after_ts})."]
+            f"{_num(chosen.get('val_accuracy'))}, validation NLL {_num(chosen.get('val_nll'))}{after_ts})."
+            + (_before_decay(rec, chosen, scored, selection.rule) if selection is not None and selection.epoch else "")]
+
+
+def _before_decay(rec: FolderRecord, chosen: dict[str, Any], scored: list[dict[str, Any]], rule: str) -> str:
+    """A warning when the selected epoch precedes the step schedule's first learning-rate decay: the epochs after
+    it usually score higher, and a reader comparing entries must know the selection, not the method, chose this."""
+    tc, method = rec.train_config or {}, rec.record.method if rec.record else None
+    two_stage = method is not None and method.name in TWO_STAGE_METHODS and bool(tc.get("stage2"))
+    section = (tc.get("stage2") if two_stage else tc.get("train")) or {}
+    milestones, epoch = section.get("milestones") or [], chosen.get("epoch")
+    if section.get("schedule") != "step" or not milestones or epoch is None or epoch > min(milestones):
+        return ""
+    decay = min(milestones)
+    later = [r for r in scored if r.get("stage") == chosen.get("stage") and r.get("epoch", 0) > decay
+             and "val_accuracy" in r]
+    best = max(later, key=lambda r: r["val_accuracy"], default=None)
+    reached = (f"; after it, validation accuracy reached {_num(best['val_accuracy'])} (epoch {best['epoch']})"
+               if best else "")
+    return (f" This epoch precedes the schedule's first learning-rate decay (after epoch {decay}){reached}, yet "
+            f"`{rule}` ranked it above every later epoch. This entry's scores may therefore understate its recipe: "
+            "the raw validation NLL rewards calibration as well as refinement (`train.select=best_ts_nll` selects on "
+            "the NLL after temperature scaling).")
 
 
 def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str]:
