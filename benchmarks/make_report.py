@@ -316,10 +316,13 @@ def early_selection_lines(build, rows: list[dict]) -> list[str]:
         return []
     cells = ", ".join(f"{name} seed {seed} (epoch {epoch} of {stage.epochs}, selected by `{rule}`)"
                       for name, seed, epoch, rule, stage in sorted(early, key=lambda c: (c[0], c[1])))
-    return [f"Selected before the learning-rate decay: {cells}. The raw validation NLL, which rewards calibration "
-            "as well as refinement, ranked these checkpoints above every decayed epoch, so these cells' scores "
-            "reflect the selection rule as much as the method. `train.select=best_ts_nll` (the NLL after temperature "
-            "scaling) is the remedy on offer; the recipes keep `best_nll` until reruns show it changes the picks.", ""]
+    why = ("The raw validation NLL, which rewards calibration as well as refinement, ranked these checkpoints above "
+           "every decayed epoch, so these cells' scores reflect the selection rule as much as the method. "
+           "`train.select=best_ts_nll` (the NLL after temperature scaling) is the remedy on offer; the recipes keep "
+           "`best_nll` until reruns show it changes the picks." if any(c[3] == "best_nll" for c in early) else
+           "Their selection rule ranked these checkpoints above every decayed epoch, so these cells' scores reflect "
+           "the selection as much as the method.")
+    return [f"Selected before the learning-rate decay: {cells}. {why}", ""]
 
 
 def fullbudget_section(name: str) -> str:

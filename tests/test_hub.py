@@ -700,6 +700,14 @@ def test_a_card_warns_when_the_published_epoch_precedes_the_learning_rate_decay(
     assert (f"This epoch precedes the schedule's first learning-rate decay (after epoch 160); after it, validation "
             f"accuracy reached {after['val_accuracy']:.4f} (epoch {after['epoch']}), yet `best_nll` ranked it above "
             "every later epoch.") in text
+    assert "the raw validation NLL rewards calibration as well as refinement" in text
+    config = json.loads((folder / "config.json").read_text())
+    config["run_record"]["selection"]["rule"] = "best_accuracy"  # another rule: no NLL explanation
+    (folder / "config.json").write_text(json.dumps(config))
+    text = build_model_card(folder).text
+    assert ("yet `best_accuracy` ranked it above every later epoch. This entry's scores may therefore understate its "
+            "recipe." in text)
+    assert "raw validation NLL" not in text
     tc = yaml.safe_load((folder / "train_config.yaml").read_text())
     for change in ({"milestones": [picked["epoch"] - 1, 180]}, {"schedule": "cosine"}):
         (folder / "train_config.yaml").write_text(yaml.safe_dump({**tc, "train": {**tc["train"], **change}}))

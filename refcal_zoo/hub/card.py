@@ -493,10 +493,11 @@ def _before_decay(rec: FolderRecord, chosen: dict[str, Any], scored: list[dict[s
     best = max(later, key=lambda r: r["val_accuracy"], default=None)
     reached = (f"; after it, validation accuracy reached {_num(best['val_accuracy'])} (epoch {best['epoch']})"
                if best else "")
+    why = (": the raw validation NLL rewards calibration as well as refinement (`train.select=best_ts_nll` selects "
+           "on the NLL after temperature scaling)" if rule == "best_nll" else "")
     return (f" This epoch precedes the schedule's first learning-rate decay (after epoch {decay}){reached}, yet "
-            f"`{rule}` ranked it above every later epoch. This entry's scores may therefore understate its recipe: "
-            "the raw validation NLL rewards calibration as well as refinement (`train.select=best_ts_nll` selects on "
-            "the NLL after temperature scaling).")
+            f"`{rule}` ranked it above every later epoch. This entry's scores may therefore understate its recipe"
+            f"{why}.")
 
 
 def _budget_lines(rec: FolderRecord, train_counts: list[int] | None) -> list[str]:
