@@ -345,7 +345,32 @@ def read_row(suite: Suite, cell: Cell, seed: int, run_dir: Path) -> dict:
     row.update({k: v for k, v in metrics.items() if k != "n"})
     row["n_test"] = metrics.get("n")
     row.update(longtail_columns(run_dir, record.dataset.train_counts))
+    row.update(rule_picks(run_dir / "log.jsonl"))
     return row
+
+
+SELECTION_RULES = ("best_nll", "best_ts_nll", "best_accuracy")
+
+
+def rule_picks(log: Path) -> dict:
+    """The epoch each selection rule picks from a run's validation log (its last stage), and that epoch's validation
+    accuracy: ``pick/<rule>/epoch``, ``pick/<rule>/val_accuracy``. Validation only, so comparing the rules this way
+    never looks at the test split. A rule whose score some epoch did not log gets no columns (``val_ts_nll`` is
+    missing from runs older than the rule, and from the epochs a resumed run trained before it existed)."""
+    from refcal_zoo.engine.trainer import selection_score
+
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    scored = [r for r in records if "val_accuracy" in r]
+    stage = [r for r in scored if r.get("stage") == scored[-1].get("stage")] if scored else []
+    out = {}
+    for rule in SELECTION_RULES:
+        try:
+            pick = min(stage, key=lambda r: (selection_score(rule, r), r["epoch"]), default=None)
+        except KeyError:  # this rule's score is missing from some epoch
+            continue
+        if pick is not None:
+            out[f"pick/{rule}/epoch"], out[f"pick/{rule}/val_accuracy"] = pick["epoch"], pick["val_accuracy"]
+    return out
 
 
 CONFORMAL_ALPHA = 0.1

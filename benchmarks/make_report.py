@@ -325,6 +325,25 @@ def early_selection_lines(build, rows: list[dict]) -> list[str]:
     return [f"Selected before the learning-rate decay: {cells}. {why}", ""]
 
 
+def rule_pick_lines(rows: list[dict]) -> list[str]:
+    """Where the selection rules disagree, on the validation log of each cell that logged every rule's score."""
+    rules = compare.SELECTION_RULES
+    complete = [r for r in rows if all(r.get(f"pick/{rule}/epoch") not in (None, "") for rule in rules)]
+    if not complete:
+        return []
+    header = "| cell | " + " | ".join(f"`{rule}`: epoch (val acc)" for rule in rules) + " |"
+    lines = ["Selection rules on each cell's validation log (the epoch each would pick and its validation accuracy; "
+             "validation only, for cells that logged every rule's score):", "", header,
+             "|---" * (len(rules) + 1) + "|"]
+    for r in sorted(complete, key=lambda r: (r["entry"], int(r["seed"]))):
+        picks = [f"{int(float(r[f'pick/{rule}/epoch']))} ({float(r[f'pick/{rule}/val_accuracy']):.3f})"
+                 for rule in rules]
+        lines.append(f"| {r['entry']} seed {r['seed']} | " + " | ".join(picks) + " |")
+    differ = sum(len({r[f"pick/{rule}/epoch"] for rule in ("best_nll", "best_ts_nll")}) > 1 for r in complete)
+    lines += ["", f"`best_nll` and `best_ts_nll` pick different epochs in {differ} of {len(complete)} cells.", ""]
+    return lines
+
+
 def fullbudget_section(name: str) -> str:
     """The verdict at the recipes' budgets: RefCal (both variants) vs CE vs CRL, overall and per shot group."""
     build = _build_module().get_build_suite(name, "DATA")
@@ -363,7 +382,7 @@ def fullbudget_section(name: str) -> str:
         lines += [f"Several seeds have finished only for {several}: a difference between two of these carries a "
                   "95% Welch interval and says \"better\" or \"worse\" only when it excludes zero; a difference "
                   "with a one-seed side is a single-run observation (\"no interval\").", ""]
-    lines += early_selection_lines(build, rows)
+    lines += early_selection_lines(build, rows) + rule_pick_lines(rows)
     found = comparisons(rows)
     if found:
         lines += [f"- {answer(e)}" for e in found] + [""]

@@ -43,6 +43,7 @@ def test_digits_smoke_suite_runs_and_resumes(tmp_path, monkeypatch):
     assert [(r["method"], r["seed"], r["epochs"]) for r in rows] == [("ce", "0", "1"), ("ls005", "0", "1")]
     assert all(0 <= float(r["accuracy"]) <= 1 and r["ts/ece"] for r in rows)
     assert all(r["device"].startswith("CPU, ") for r in rows)  # what the train times were measured on
+    assert all(r["pick/best_nll/epoch"] == r["selected_epoch"] and r["pick/best_ts_nll/epoch"] for r in rows)
     assert "| ce | 1 |" in (out / "results.md").read_text()
     assert {"reliability_grid.png", "accuracy_ece_auroc.png", "risk_coverage.png"} <= {p.name for p in out.iterdir()}
 
@@ -427,6 +428,43 @@ def test_fullbudget_section_names_the_cells_selected_before_the_learning_rate_de
     rows = [row(ce, 0, 166), row(two, 0, 60)]
     compare.write_results(tmp_path / "cifar10lt-full", compare.get_suite("cifar10lt", "/data"), rows)
     assert f"{two} seed 0 (epoch 60 of 100, selected by `best_nll`)" in report.fullbudget_section("cifar10lt-full")
+
+
+def test_each_selection_rule_is_replayed_on_the_validation_log(tmp_path, monkeypatch):
+    def epoch(stage, e, acc, nll, ts):
+        return {"stage": stage, "epoch": e, "train_loss": 1.0, "val_accuracy": acc, "val_nll": nll, "val_ts_nll": ts}
+
+    log = tmp_path / "log.jsonl"
+    # a two-stage run: the contrastive stage has no validation scores; the classifier stage is the one selected
+    records = [{"stage": "contrastive", "epoch": 1, "train_loss": 5.0},
+               epoch("classifier", 1, 0.50, 1.00, 0.90), epoch("classifier", 2, 0.76, 0.78, 0.70),  # calibrated
+               epoch("classifier", 3, 0.80, 0.80, 0.62), epoch("classifier", 4, 0.80, 0.85, 0.65)]  # refined
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert compare.rule_picks(log) == {"pick/best_nll/epoch": 2, "pick/best_nll/val_accuracy": 0.76,
+                                       "pick/best_ts_nll/epoch": 3, "pick/best_ts_nll/val_accuracy": 0.80,
+                                       "pick/best_accuracy/epoch": 3, "pick/best_accuracy/val_accuracy": 0.80}
+    del records[1]["val_ts_nll"]  # an epoch trained before the rule existed: no replay of that rule
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    picks = compare.rule_picks(log)
+    assert "pick/best_ts_nll/epoch" not in picks and picks["pick/best_nll/epoch"] == 2
+    assert compare.rule_picks(tmp_path / "absent.jsonl") == {}
+
+    def row(entry, seed, nll_pick, ts_pick):
+        return {"method": entry, "seed": str(seed), "train_seconds": "1", "accuracy": "0.8", "ece": "0.1",
+                "ts/ece": "0.02", "pick/best_nll/epoch": str(nll_pick), "pick/best_nll/val_accuracy": "0.758",
+                "pick/best_ts_nll/epoch": str(ts_pick), "pick/best_ts_nll/val_accuracy": "0.806",
+                "pick/best_accuracy/epoch": "176", "pick/best_accuracy/val_accuracy": "0.806"}
+
+    ce = "resnet32-cifar10lt-ce"
+    rows = [row(ce, 1, 60, 176), row(ce, 0, 166, 166), {"method": "resnet32-cifar10lt-crl", "seed": "0",
+                                                        "train_seconds": "1", "accuracy": "0.78"}]
+    compare.write_results(tmp_path / "cifar10lt-full", compare.get_suite("cifar10lt", "/data"), rows)
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.fullbudget_section("cifar10lt-full")
+    assert f"| {ce} seed 0 | 166 (0.758) | 166 (0.806) | 176 (0.806) |" in text
+    assert f"| {ce} seed 1 | 60 (0.758) | 176 (0.806) | 176 (0.806) |" in text
+    assert "resnet32-cifar10lt-crl seed 0 |" not in text  # logged no rule's picks
+    assert "`best_nll` and `best_ts_nll` pick different epochs in 1 of 2 cells." in text
 
 
 def test_paper_claims_are_checked_at_full_budget_once_a_refcal_entry_lands(tmp_path, monkeypatch):
