@@ -365,9 +365,12 @@ def rule_picks(log: Path) -> dict:
     out = {}
     for rule in SELECTION_RULES:
         try:
-            pick = min(stage, key=lambda r: (selection_score(rule, r), r["epoch"]), default=None)
+            scores = [(selection_score(rule, r), r["epoch"], r) for r in stage]
         except KeyError:  # this rule's score is missing from some epoch
             continue
+        # a non-finite score is logged as null: like the engine, never select that epoch
+        pick = min(((s, e, r) for s, e, r in scores if s is not None and math.isfinite(s)),
+                   key=lambda c: c[:2], default=(None, None, None))[2]
         if pick is not None:
             out[f"pick/{rule}/epoch"], out[f"pick/{rule}/val_accuracy"] = pick["epoch"], pick["val_accuracy"]
     return out

@@ -448,6 +448,13 @@ def test_each_selection_rule_is_replayed_on_the_validation_log(tmp_path, monkeyp
     picks = compare.rule_picks(log)
     assert "pick/best_ts_nll/epoch" not in picks and picks["pick/best_nll/epoch"] == 2
     assert compare.rule_picks(tmp_path / "absent.jsonl") == {}
+    records[1]["val_ts_nll"], records[3]["val_nll"] = None, None  # non-finite scores are logged as null
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    picks = compare.rule_picks(log)
+    assert picks["pick/best_nll/epoch"] == 2 and picks["pick/best_ts_nll/epoch"] == 3
+    records[2]["val_nll"] = None
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert compare.rule_picks(log)["pick/best_nll/epoch"] == 4
 
     def row(entry, seed, nll_pick, ts_pick):
         return {"method": entry, "seed": str(seed), "train_seconds": "1", "accuracy": "0.8", "ece": "0.1",

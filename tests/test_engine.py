@@ -20,7 +20,7 @@ from torch import nn
 from refcal_zoo.config import TrainConfig, load_config
 from refcal_zoo.data import BatchTransform, TensorImageDataset, make_loader
 from refcal_zoo.engine import StepContext, build_optimizer, train, train_one_epoch
-from refcal_zoo.engine.trainer import selection_score
+from refcal_zoo.engine.trainer import improves, selection_score
 from refcal_zoo.errors import ConfigError, RunFolderError
 from refcal_zoo.losses import build_loss
 from refcal_zoo.methods import Criterion, Plain
@@ -97,6 +97,12 @@ def test_each_selection_rule_minimises_its_own_validation_score():
     assert selection_score("best_accuracy", late) < selection_score("best_accuracy", early)
     with pytest.raises(ValueError, match="last"):
         selection_score("last", late)
+
+
+def test_a_diverged_epoch_is_never_selected_nor_blocks_later_ones():
+    assert improves(0.7, None) and improves(0.6, 0.7) and not improves(0.7, 0.6) and not improves(0.7, 0.7)
+    assert not improves(float("nan"), None) and not improves(float("inf"), None)  # first epoch diverged
+    assert not improves(float("nan"), 0.7) and not improves(None, 0.7)  # "last": nothing is selected
 
 
 @pytest.mark.slow

@@ -158,6 +158,12 @@ def selection_score(rule: str, record: dict[str, Any]) -> float:
     raise ValueError(f"no selection score for train.select={rule!r}")
 
 
+def improves(score: float | None, best: float | None) -> bool:
+    """Whether an epoch's selection score beats the best so far; a non-finite score (a diverged epoch) never does,
+    nor does it become the best that later epochs must beat."""
+    return score is not None and math.isfinite(score) and (best is None or score < best)
+
+
 def _fault_injection(batches: int) -> None:
     """Test hook: SIGKILL this process after a given number of training batches (REFCAL_ZOO_KILL_AT_BATCH)."""
     target = os.environ.get("REFCAL_ZOO_KILL_AT_BATCH")
@@ -384,10 +390,12 @@ class Trainer:
         val_logits, val_labels = predict_logits(step.module, self.val_loader, self.eval_tf, accelerator)
         record["val_accuracy"] = (val_logits.argmax(1) == val_labels).float().mean().item()
         record["val_nll"] = torch.nn.functional.cross_entropy(val_logits, val_labels).item()
-        record["val_ts_nll"] = temperature_scaled_nll(val_logits.double().numpy(), val_labels.numpy())
+        finite = bool(torch.isfinite(val_logits).all())  # else no temperature exists, and the epoch is never selected
+        record["val_ts_nll"] = (temperature_scaled_nll(val_logits.double().numpy(), val_labels.numpy()) if finite
+                                else math.nan)
         record.update(method.end_epoch(val_logits.to(accelerator.device), val_labels.to(accelerator.device)))
         score = selection_score(select, record) if select != "last" else None
-        if score is not None and (state.best_score is None or score < state.best_score):
+        if improves(score, state.best_score):
             state.best_score, state.best_epoch = score, epoch + 1
             if accelerator.is_main_process:
                 plain = accelerator.unwrap_model(step.module, keep_torch_compile=False)  # no _orig_mod. keys
