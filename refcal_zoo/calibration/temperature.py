@@ -70,6 +70,23 @@ def _nll_at_beta(beta: float, z: np.ndarray, y: np.ndarray) -> float:
     return float(-logp[np.arange(z.shape[0]), y].mean())
 
 
+def _check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = (float(b) for b in bounds)
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise ValueError(f"bounds must satisfy 0 < T_min < T_max < inf, got {bounds}")
+    return lo, hi
+
+
+def _nll_optimum(z: np.ndarray, y: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
+    """``(beta, NLL)`` at the NLL-minimising inverse temperature ``beta = 1/T`` over ``T in [lo, hi]``: a bounded
+    1-D search in float64 (the NLL is convex in ``beta``, so the optimum is unique)."""
+    from scipy.optimize import minimize_scalar  # scipy comes with scikit-learn
+
+    res = minimize_scalar(_nll_at_beta, bounds=(1.0 / hi, 1.0 / lo), args=(z, y), method="bounded",
+                          options={"xatol": 1e-10, "maxiter": 1000})
+    return float(res.x), float(res.fun)
+
+
 def _ece(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
     """Top-label ECE, equal-width bins ``(lo, hi]`` (confidence 1.0 in the last bin, 0 in the first)."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -106,21 +123,10 @@ def fit_temperature(
             or an unknown method.
     """
     z, y = _check_inputs(val_logits, val_labels)
-    lo, hi = (float(b) for b in bounds)
-    if not (0 < lo < hi and math.isfinite(hi)):
-        raise ValueError(f"bounds must satisfy 0 < T_min < T_max < inf, got {bounds}")
+    lo, hi = _check_bounds(bounds)
 
     if method == "nll":
-        from scipy.optimize import minimize_scalar  # scipy comes with scikit-learn
-
-        res = minimize_scalar(
-            _nll_at_beta,
-            bounds=(1.0 / hi, 1.0 / lo),
-            args=(z, y),
-            method="bounded",
-            options={"xatol": 1e-10, "maxiter": 1000},
-        )
-        T = 1.0 / float(res.x)
+        T = 1.0 / _nll_optimum(z, y, lo, hi)[0]
         if min(abs(T - lo) / lo, abs(T - hi) / hi) < 1e-4:
             warnings.warn(
                 f"fit_temperature: NLL optimum T={T:.4g} is at the search bound {bounds}; "
@@ -157,10 +163,8 @@ def temperature_scaled_nll(val_logits: Any, val_labels: Any, *, bounds: tuple[fl
     optimum on a bound is not warned about here (the value is still the minimum over ``bounds``).
     """
     z, y = _check_inputs(val_logits, val_labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        T = fit_temperature(z, y, method="nll", bounds=bounds)
-    return _nll_at_beta(1.0 / T, z, y)
+    lo, hi = _check_bounds(bounds)
+    return _nll_optimum(z, y, lo, hi)[1]
 
 
 def apply_temperature(logits: Any, T: float) -> Any:
