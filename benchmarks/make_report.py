@@ -299,23 +299,24 @@ def _short_method(entry: str) -> str:
 def early_selection_lines(build, rows: list[dict]) -> list[str]:
     """Cells whose validation-selected epoch precedes their step schedule's first learning-rate decay: their
     scores say as much about the selection rule as about the method, and a reader comparing methods must know."""
-    from refcal_zoo.config import load_config
-    from refcal_zoo.methods.base import TWO_STAGE_METHODS
+    from refcal_zoo.config import config_to_dict, load_config
+    from refcal_zoo.hub.card import first_lr_decay, selected_stage
 
     early = []
     for entry in build.entries:
         cfg = load_config(REPO / "recipes" / "configs" / entry.config, list(entry.overrides), validate=False)
-        stage = cfg.stage2 if cfg.method.name in TWO_STAGE_METHODS else cfg.train  # the last stage is selected
-        if stage.schedule != "step" or not stage.milestones:
+        stage = selected_stage(config_to_dict(cfg), cfg.method.name)
+        decay = first_lr_decay(stage)
+        if decay is None:
             continue
         for r in rows:
             epoch = r.get("selected_epoch")
-            if r["entry"] == entry.name and epoch not in (None, "") and int(epoch) <= min(stage.milestones):
-                early.append((entry.name, int(r["seed"]), int(epoch), cfg.train.select, stage))
+            if r["entry"] == entry.name and epoch not in (None, "") and int(epoch) <= decay:
+                early.append((entry.name, int(r["seed"]), int(epoch), cfg.train.select, stage["epochs"]))
     if not early:
         return []
-    cells = ", ".join(f"{name} seed {seed} (epoch {epoch} of {stage.epochs}, selected by `{rule}`)"
-                      for name, seed, epoch, rule, stage in sorted(early, key=lambda c: (c[0], c[1])))
+    cells = ", ".join(f"{name} seed {seed} (epoch {epoch} of {epochs}, selected by `{rule}`)"
+                      for name, seed, epoch, rule, epochs in sorted(early, key=lambda c: (c[0], c[1])))
     why = ("The raw validation NLL, which rewards calibration as well as refinement, ranked these checkpoints above "
            "every decayed epoch, so these cells' scores reflect the selection rule as much as the method. "
            "`train.select=best_ts_nll` (the NLL after temperature scaling) is the remedy on offer; the recipes keep "

@@ -478,16 +478,26 @@ def _selection_lines(rec: FolderRecord) -> list[str]:
             + (_before_decay(rec, chosen, scored, selection.rule) if selection is not None and selection.epoch else "")]
 
 
+def selected_stage(train_config: dict[str, Any], method_name: str | None) -> dict[str, Any]:
+    """The resolved-config section of the stage whose epochs are selected: ``stage2`` for two-stage methods."""
+    two_stage = method_name in TWO_STAGE_METHODS and bool(train_config.get("stage2"))
+    return (train_config.get("stage2") if two_stage else train_config.get("train")) or {}
+
+
+def first_lr_decay(section: dict[str, Any]) -> int | None:
+    """The epoch after which a step schedule first lowers the learning rate (its first milestone); None otherwise."""
+    milestones = section.get("milestones") or []
+    return min(milestones) if section.get("schedule") == "step" and milestones else None
+
+
 def _before_decay(rec: FolderRecord, chosen: dict[str, Any], scored: list[dict[str, Any]], rule: str) -> str:
     """A warning when the selected epoch precedes the step schedule's first learning-rate decay: the epochs after
     it usually score higher, and a reader comparing entries must know the selection, not the method, chose this."""
-    tc, method = rec.train_config or {}, rec.record.method if rec.record else None
-    two_stage = method is not None and method.name in TWO_STAGE_METHODS and bool(tc.get("stage2"))
-    section = (tc.get("stage2") if two_stage else tc.get("train")) or {}
-    milestones, epoch = section.get("milestones") or [], chosen.get("epoch")
-    if section.get("schedule") != "step" or not milestones or epoch is None or epoch > min(milestones):
+    method = rec.record.method if rec.record else None
+    decay = first_lr_decay(selected_stage(rec.train_config or {}, method.name if method else None))
+    epoch = chosen.get("epoch")
+    if decay is None or epoch is None or epoch > decay:
         return ""
-    decay = min(milestones)
     later = [r for r in scored if r.get("stage") == chosen.get("stage") and r.get("epoch", 0) > decay
              and "val_accuracy" in r]
     best = max(later, key=lambda r: r["val_accuracy"], default=None)
