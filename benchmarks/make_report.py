@@ -319,8 +319,9 @@ def early_selection_lines(build, rows: list[dict]) -> list[str]:
                       for name, seed, epoch, rule, epochs in sorted(early, key=lambda c: (c[0], c[1])))
     why = ("The raw validation NLL, which rewards calibration as well as refinement, ranked these checkpoints above "
            "every decayed epoch, so these cells' scores reflect the selection rule as much as the method. "
-           "`train.select=best_ts_nll` (the NLL after temperature scaling) is the remedy on offer; the recipes keep "
-           "`best_nll` until reruns show it changes the picks." if any(c[3] == "best_nll" for c in early) else
+           "The GPU build suites select by `best_ts_nll` (the NLL after temperature scaling) instead; "
+           "`benchmarks/compare_checkpoints.py` measures, on validation, how far such a pick's margin over the "
+           "final epoch stands out from the split's noise." if any(c[3] == "best_nll" for c in early) else
            "Their selection rule ranked these checkpoints above every decayed epoch, so these cells' scores reflect "
            "the selection as much as the method.")
     return [f"Selected before the learning-rate decay: {cells}. {why}", ""]

@@ -82,6 +82,7 @@ def test_build_trains_records_and_publishes(built):
     entry = load_index(index)[NAME]
     assert entry.status == "published" and entry.recipe == f"recipes/configs/{NAME}.yaml"
     assert "train.seed=0" in entry.overrides and "model.arch=resnet8_cifar" in entry.overrides
+    assert "train.select=best_ts_nll" in entry.overrides  # the GPU suites' rule: the cell trained with it
     assert entry.dataset["id"] == "uoft-cs/cifar100" and entry.sha256 == sha256_file(run / "model.safetensors")
     assert "Published seed: 0" in entry.notes and "changed by the build's overrides" in entry.notes
     assert (folder / "cards" / NAME / "README.md").is_file()
@@ -94,6 +95,7 @@ def test_build_trains_records_and_publishes(built):
 
     retrain = load_config(REPO / entry.recipe, entry.overrides)  # the entry's recipe retrains what it names
     assert retrain.name == NAME and retrain.model.arch == "resnet8_cifar" and retrain.train.seed == 0
+    assert retrain.train.select == load_config(run / "config.yaml").train.select == "best_ts_nll"
     import json
 
     study = json.loads((folder / "root" / "corruptions" / f"{NAME}-s0.json").read_text())  # of the first seed
@@ -324,8 +326,15 @@ def test_index_build_fields_match_the_build_suites():
             assert index[e.name].recipe == f"recipes/configs/{e.config}", e.name
             assert (REPO / index[e.name].recipe).is_file(), e.name
     for e in build_zoo.get_build_suite("cifar10lt-full", "DATA").entries:
+        assert build_zoo.GPU_SELECT not in e.overrides, e.name  # the CPU suite keeps the recipes' rule
         if e.overrides and not index[e.name].published:  # reduced budgets: the index retrains what the build does
             assert index[e.name].overrides == [f"name={e.name}", *e.overrides], e.name
+    for suite in ("cifar10lt-full-gpu", "cifar100lt-full"):  # their cells select by the NLL after TS; an entry not
+        for e in build_zoo.get_build_suite(suite, "DATA").entries:  # yet built says so in its retraining command
+            assert e.overrides[0] == build_zoo.GPU_SELECT == "train.select=best_ts_nll", e.name
+            if not index[e.name].published:
+                assert index[e.name].overrides == e.overrides, e.name
+                assert index[e.name].train_command.endswith(f"{e.config} {build_zoo.GPU_SELECT}"), e.name
 
 
 def test_unpublished_backbone_entry_names_the_command_that_builds_it():

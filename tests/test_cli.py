@@ -40,8 +40,8 @@ def test_list_and_info(capsys):
     assert code == 0 and "resnet32-cifar100lt-refcal " in out and "resnet32-cifar10lt" not in out
     code, out, _ = run_cli(capsys, "info", "resnet32-cifar100lt-ce")
     assert code == 0 and "status: recipe-only" in out
-    assert "train_command: accelerate launch recipes/train.py --config recipes/configs/resnet32-cifar100lt-ce.yaml" \
-        in out
+    assert ("train_command: accelerate launch recipes/train.py --config recipes/configs/resnet32-cifar100lt-ce.yaml "
+            "train.select=best_ts_nll") in out
     assert "build_command: python benchmarks/build_zoo.py --suite cifar100lt-full --entries resnet32-cifar100lt-ce" \
         in out
     code, _, err = run_cli(capsys, "info", "resnet32-cifar100-ce")
