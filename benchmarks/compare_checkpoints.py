@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from refcal_zoo.calibration import fit_temperature  # noqa: E402
 from refcal_zoo.config import load_config  # noqa: E402
 from refcal_zoo.data import prepare_data  # noqa: E402
+from refcal_zoo.errors import RefCalZooError  # noqa: E402
 from refcal_zoo.hub.loading import load_folder, predict_logits  # noqa: E402
 
 IDENTITY_TOLERANCE = 1e-3  # logits: float32 recomputation on another thread count differs by ~1e-5
@@ -68,18 +69,20 @@ def compare(val_logits: dict[str, np.ndarray], labels: np.ndarray, *, n_boot: in
     return out
 
 
-def validation_logits(run: Path, folders: tuple[str, str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Both checkpoints' logits on ``run``'s validation split, after checking that split against the run's own."""
+def validation_logits(run: Path, folders: tuple[str, str], data_path: str | None = None
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Both checkpoints' logits on ``run``'s validation split (its dataset read from ``data_path`` where given),
+    after checking that split against the run's own."""
     problems = [f"'{run / p}' is missing" for p in ("config.yaml", "val_predictions.npz", *folders)
                 if not (run / p).exists()]
     if problems:
         raise SystemExit(f"error: {'; '.join(problems)}: pass a finished run folder (it holds best/ and last/)")
-    data = prepare_data(load_config(run / "config.yaml").dataset)
+    data = prepare_data(load_config(run / "config.yaml", [f"dataset.path={data_path}"] if data_path else []).dataset)
     saved = np.load(run / "val_predictions.npz")
     labels = data.val_labels.numpy()
     if labels.shape != saved["labels"].shape or not (labels == saved["labels"]).all():
         raise SystemExit(f"error: the validation split rebuilt from '{run / 'config.yaml'}' is not the run's "
-                         "(labels differ from val_predictions.npz); is the dataset path the one it trained on?")
+                         "(labels differ from val_predictions.npz); is the dataset the one it trained on (--data)?")
     logits = {f: predict_logits(load_folder(run / f).model, data.val_images).numpy() for f in folders}
     gap = float(np.abs(logits[folders[0]] - saved["logits"]).max())
     if folders[0] == "best" and gap > IDENTITY_TOLERANCE:
@@ -92,11 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="a finished run folder")
     p.add_argument("--checkpoints", nargs=2, default=["best", "last"], metavar=("A", "B"))
+    p.add_argument("--data", help="the dataset (Hub id or local copy) where the run's own path is not valid here")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--json", type=Path, help="also write the comparison as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    logits, labels = validation_logits(args.run, tuple(args.checkpoints))
+    try:
+        logits, labels = validation_logits(args.run, tuple(args.checkpoints), args.data)
+    except RefCalZooError as exc:  # a bad dataset path, config or weight file: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None
     result = compare(logits, labels, n_boot=args.bootstrap)
     a, b = args.checkpoints
     print(f"{args.run.name}: {result['images']} validation images")

@@ -78,6 +78,8 @@ def test_on_a_finished_run(trained_run, tmp_path, capsys):
              labels=saved["labels"])
     with pytest.raises(SystemExit, match="not the run's; refusing to compare"):
         cc.main([str(run)])
+    with pytest.raises(SystemExit, match="^error: dataset path .* does not exist"):
+        cc.main([str(run), "--data", str(tmp_path / "nowhere")])
     shutil.rmtree(run / "last")
     with pytest.raises(SystemExit, match="last' is missing: pass a finished run folder"):
         cc.main([str(run)])
