@@ -68,7 +68,8 @@ _TWO_STAGE_CPU = 200  # SupCon epochs of the CPU two-stage entry (the release tr
 # recipes' default, kept by the CPU suite whose published entries it chose) picked an epoch before the
 # learning-rate decay in three of ten full-budget runs; in the two whose run folders kept both checkpoints its
 # margin was inside the validation split's noise, while the NLL after temperature scaling preferred the final
-# weights with half the paired standard error (benchmarks/compare_checkpoints.py; README, "Model selection").
+# weights (beyond its noise in one of the two) with half the paired standard error
+# (benchmarks/compare_checkpoints.py; README, "Model selection on validation").
 GPU_SELECT = "train.select=best_ts_nll"
 
 
