@@ -120,7 +120,8 @@ def _cifar10lt_full(data: str, gpu: bool) -> BuildSuite:
                          "1000 SupCon epochs; `cifar10lt-full-gpu` builds that)"))
     return BuildSuite("cifar10lt-full", entries, (0,), ("uoft-cs/cifar10", "CIFAR-10-LT"), data,
                       "ResNet-32 on CIFAR-10-LT (rho 10) at the recipes' budgets, sized for a CPU (two-stage RefCal: "
-                      f"{_TWO_STAGE_CPU} SupCon epochs), seed 0; reduced-budget WRN-28-2 and EfficientViT-B0 entries; "
+                      f"{_TWO_STAGE_CPU} SupCon epochs), seed 0 of every entry and more with `--seeds`; reduced-budget "
+                      "WRN-28-2 and EfficientViT-B0 entries; "
                       "cells train on the CPU or, where one is lent, a GPU (each card names its devices)")
 
 
@@ -272,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-corruption-study", action="store_true",
                     help="skip the corruption study of each entry's first seed (refcal-zoo eval --corrupt; its "
                          "report goes to <results>/corruptions/ and into the report's full-budget verdict)")
+    ap.add_argument("--corruption-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                    help="the seeds whose finished cells get the corruption study (default: the suite's first); "
+                         "with --publish-only, e.g. --seeds 1 2 --corruption-seeds 1 2 studies finished seeds "
+                         "without training, so the report's corruption verdict gets seeds' intervals")
     ap.add_argument("--snapshot", default=None, metavar="DIR",
                     help="keep a copy of every interrupted cell (newest checkpoint, without machine paths) in DIR, "
                          "a folder to commit (e.g. benchmarks/results/<suite>/in_progress), and restore from it "
@@ -295,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: --publish-only and --no-publish exclude each other")
     if args.republish and args.no_publish:
         raise SystemExit("error: --republish and --no-publish exclude each other")
+    if args.corruption_seeds is not None and args.no_corruption_study:
+        raise SystemExit("error: --corruption-seeds and --no-corruption-study exclude each other")
 
     build = get_build_suite(args.suite, args.data)
     for entry in build.entries:
@@ -307,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {', '.join(sorted(unknown))} not in suite {build.name} "
                          f"(entries: {', '.join(e.name for e in build.entries)})")
     seeds = args.seeds if args.seeds is not None else list(build.seeds)
+    studied = set(args.corruption_seeds if args.corruption_seeds is not None else build.seeds[:1])
+    if args.corruption_seeds is not None and not studied <= set(seeds):
+        raise SystemExit(f"error: --corruption-seeds {' '.join(map(str, sorted(studied - set(seeds))))} not among "
+                         f"the seeds of this build ({' '.join(map(str, seeds))}); add them to --seeds")
     suite = as_compare_suite(build)
     out = Path(args.root).expanduser() if args.root else REPO / "benchmarks" / "results" / build.name
     results = Path(args.results) if args.results else out
@@ -380,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 except (Exception, SystemExit) as exc:  # one entry's failure does not stop the others
                     print(f"[{build.name}] publishing {cell.method} FAILED: {exc}", flush=True)
                     failed.append(f"{cell.method} (publish)")
-        if (seed == build.seeds[0] and not args.no_corruption_study  # outside the lock: it takes a while
+        if (seed in studied and not args.no_corruption_study  # outside the lock: it takes a while
                 and compare.corruption_study(suite, cell, seed, out, sys.executable, reports=results, threads=threads)):
             with lock:
                 compare.record_results(results, suite, rows)  # results.md gets the corruption table

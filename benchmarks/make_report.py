@@ -43,7 +43,8 @@ def suite_section(name: str) -> str:
              budget_section(name) if name.startswith("cifar10lt-budget") else ""]
     body += "".join("\n" + part for part in extra if part)
     if (out / "corruptions").is_dir():
-        body += "\nCorruption study (seed-0 models):\n\n" + compare.corruption_table(out) + "\n"
+        body += (f"\nCorruption study ({compare.studied_seeds_words(out)}):\n\n" + compare.corruption_table(out)
+                 + "\n")
     for plot in ("budget.png", "reliability_grid.png", "accuracy_ece_auroc.png", "risk_coverage.png"):
         if (out / plot).is_file():
             body += f"\n![{plot}](../benchmarks/results/{name}/{plot})\n"
@@ -403,8 +404,12 @@ def fullbudget_section(name: str) -> str:
                          f"{e['accuracy'][0]:.4f} | {e['ece'][0]:.4f} | {e['ts/ece'][0]:.4f} |")
         lines.append("")
     if (RESULTS / name / "corruptions").is_dir():
-        lines += [f"Corruption study (seed {build.seeds[0]} of each entry; 10 corruptions x 5 severities of the "
-                  "test split):", "", compare.corruption_table(RESULTS / name), "",
+        more = [s for s in compare.studied_seeds(RESULTS / name) if s != build.seeds[0]]
+        which = f"seed {build.seeds[0]} of each entry"
+        if more:
+            which += f", seed{'s' if len(more) > 1 else ''} {', '.join(map(str, more))} too where a row names it"
+        lines += [f"Corruption study ({which}; 10 corruptions x 5 severities of the test split):", "",
+                  compare.corruption_table(RESULTS / name), "",
                   *corruption_lines(RESULTS / name / "corruptions")]
     return head + "\n".join(lines)
 

@@ -375,6 +375,17 @@ def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot
     assert (f"- `refcal_joint` vs `ce` under corruption: mCE {mce - 0.05:.4f} vs {mce:.4f} (-0.0500 better (1 seed)); "
             f"corrupted ECE {ece + 0.01:.4f} vs {ece:.4f} (+0.0100 worse (1 seed)); corrupted ECE after TS ") in text
     assert "One seed studied per entry: each of these is a single-run observation." in text
+    for entry, shift in (("ce", 0.02), ("refcal_joint", -0.03)):  # seed 2 of both studied too
+        second = json.loads(study.read_text())
+        second["corruptions"]["summary"]["mean_corruption_error"] = mce + shift
+        (study.parent / f"resnet32-cifar10lt-{entry}-s2.json").write_text(json.dumps(second))
+    text = report.fullbudget_section("cifar10lt-full")
+    assert "Corruption study (seed 0 of each entry, seed 2 too where a row names it; 10 corruptions" in text
+    assert re.search(rf"\| resnet32-cifar10lt-ce-s2 \| [0-9.]+ \| {mce + 0.02:.4f} \|", text)
+    # the means over seeds 0 and 2: RefCal-joint (mce - 0.05 + mce - 0.03) / 2, CE (mce + mce + 0.02) / 2; an interval
+    assert re.search(rf"- `refcal_joint` vs `ce` under corruption: mCE {mce - 0.04:.4f} vs {mce + 0.01:.4f} "
+                     r"\(-0\.0500 \[[-+0-9.]+, [-+0-9.]+\] ", text)
+    assert "One seed studied per entry" not in text
 
 
 

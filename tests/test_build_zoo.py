@@ -195,6 +195,50 @@ def test_a_new_seed_replaces_the_published_one_only_when_better_on_validation(bu
     assert build_zoo.published_seed(entry, tmp_path / "runs", **paths) is None  # its run is a candidate again
 
 
+def test_corruption_seeds_study_finished_seeds_without_training(built, cifar100_tiny, tmp_path, monkeypatch):
+    """``--publish-only --corruption-seeds`` runs the corruption study of finished seeds other than the first (the
+    default studies the first only), trains nothing, and refuses seeds outside the build before any work."""
+    folder, index = built
+    root = tmp_path / "root"
+    shutil.copytree(folder / "root", root)
+    shutil.copytree(root / "runs" / f"{NAME}-s0", root / "runs" / f"{NAME}-s1")  # a second finished seed
+    studied = []
+    monkeypatch.setattr(build_zoo.compare, "corruption_study",
+                        lambda suite, cell, seed, out, *a, **kw: studied.append((cell.method, seed, out)) and False)
+    monkeypatch.setattr(build_zoo, "publish", lambda *a, **kw: None)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    base = build_args(cifar100_tiny, folder, index, "--publish-only", "--root", str(root), "--seeds", "0", "1")
+    assert build_zoo.main([*base, "--corruption-seeds", "1"]) == 0
+    assert studied == [(NAME, 1, root)]
+    studied.clear()
+    assert build_zoo.main(base) == 0
+    assert studied == [(NAME, 0, root)]  # the default: the suite's first seed
+    studied.clear()
+    with pytest.raises(SystemExit, match="--corruption-seeds 2 not among the seeds of this build .*add them to"):
+        build_zoo.main([*base, "--corruption-seeds", "1", "2"])
+    with pytest.raises(SystemExit, match="--corruption-seeds and --no-corruption-study exclude each other"):
+        build_zoo.main([*base, "--corruption-seeds", "1", "--no-corruption-study"])
+    assert studied == []
+
+
+def test_corruption_headings_name_the_seeds_studied(tmp_path):
+    compare = build_zoo.compare
+    folder = tmp_path / "corruptions"
+    folder.mkdir()
+    assert compare.studied_seeds_words(tmp_path) == "no report yet"
+    (folder / "resnet32-cifar10lt-ce-s0.json").write_text("{}")
+    (folder / "resnet32-cifar10lt-crl-s0.json").write_text("{}")
+    assert compare.studied_seeds_words(tmp_path) == "seed 0"
+    (folder / "resnet32-cifar10lt-ce-s2.json").write_text("{}")
+    (folder / "resnet32-cifar10lt-ce-s1.json").write_text("{}")
+    assert compare.studied_seeds(tmp_path) == [0, 1, 2]
+    assert compare.studied_seeds_words(tmp_path) == "seeds 0, 1 and 2, each row naming its run"
+
+
 def test_weights_over_the_package_limit_are_published_but_not_shipped(built, tmp_path, monkeypatch, hf_env,
                                                                        no_network):
     """A model whose weights exceed the package's per-model limit (a WRN-28-10 here) gets its
