@@ -386,6 +386,9 @@ def test_fullbudget_section_shows_thirds_and_prediction_sets_not_degenerate_shot
     assert re.search(rf"- `refcal_joint` vs `ce` under corruption: mCE {mce - 0.04:.4f} vs {mce + 0.01:.4f} "
                      r"\(-0\.0500 \[[-+0-9.]+, [-+0-9.]+\] ", text)
     assert "One seed studied per entry" not in text
+    (study.parent / "resnet32-cifar10lt-refcal_joint-s1.json").write_text(study.read_text())
+    assert "Corruption study (seed 0 of each entry, seeds 1 and 2 too where a row names it;" in \
+        report.fullbudget_section("cifar10lt-full")
 
 
 
