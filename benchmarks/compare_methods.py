@@ -568,12 +568,18 @@ def studied_seeds(out: Path) -> list[int]:
     return sorted({int(s) for s in seeds if s.isdigit()})
 
 
+def join_and(items: list) -> str:
+    """``0``, ``0 and 2``, ``0, 1 and 2``."""
+    words = [str(i) for i in items]
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
 def studied_seeds_words(out: Path) -> str:
     """``seed 0``, or ``seeds 0 and 2, each row naming its run`` where more than one seed was studied."""
     seeds = studied_seeds(out)
     if len(seeds) <= 1:
         return f"seed {seeds[0]}" if seeds else "no report yet"
-    return f"seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]}, each row naming its run"
+    return f"seeds {join_and(seeds)}, each row naming its run"
 
 
 def corruption_table(out: Path) -> str:

@@ -407,8 +407,7 @@ def fullbudget_section(name: str) -> str:
         more = [s for s in compare.studied_seeds(RESULTS / name) if s != build.seeds[0]]
         which = f"seed {build.seeds[0]} of each entry"
         if more:
-            listed = " and ".join([", ".join(map(str, more[:-1])), str(more[-1])] if len(more) > 1 else [str(more[0])])
-            which += f", seed{'s' if len(more) > 1 else ''} {listed} too where a row names it"
+            which += f", seed{'s' if len(more) > 1 else ''} {compare.join_and(more)} too where a row names it"
         lines += [f"Corruption study ({which}; 10 corruptions x 5 severities of the test split):", "",
                   compare.corruption_table(RESULTS / name), "",
                   *corruption_lines(RESULTS / name / "corruptions")]
