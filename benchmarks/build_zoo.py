@@ -314,10 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {', '.join(sorted(unknown))} not in suite {build.name} "
                          f"(entries: {', '.join(e.name for e in build.entries)})")
     seeds = args.seeds if args.seeds is not None else list(build.seeds)
-    studied = set(args.corruption_seeds if args.corruption_seeds is not None else build.seeds[:1])
-    if args.corruption_seeds is not None and not studied <= set(seeds):
-        raise SystemExit(f"error: --corruption-seeds {' '.join(map(str, sorted(studied - set(seeds))))} not among "
-                         f"the seeds of this build ({' '.join(map(str, seeds))}); add them to --seeds")
+    outside = sorted(set(args.corruption_seeds or []) - set(seeds))
+    if outside:
+        raise SystemExit(f"error: --corruption-seeds {' '.join(map(str, outside))} not among the seeds of this build "
+                         f"({' '.join(map(str, seeds))}); add them to --seeds")
+    studied = set() if args.no_corruption_study else set(args.corruption_seeds or build.seeds[:1])
     suite = as_compare_suite(build)
     out = Path(args.root).expanduser() if args.root else REPO / "benchmarks" / "results" / build.name
     results = Path(args.results) if args.results else out
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                 except (Exception, SystemExit) as exc:  # one entry's failure does not stop the others
                     print(f"[{build.name}] publishing {cell.method} FAILED: {exc}", flush=True)
                     failed.append(f"{cell.method} (publish)")
-        if (seed in studied and not args.no_corruption_study  # outside the lock: it takes a while
+        if (seed in studied  # outside the lock: it takes a while
                 and compare.corruption_study(suite, cell, seed, out, sys.executable, reports=results, threads=threads)):
             with lock:
                 compare.record_results(results, suite, rows)  # results.md gets the corruption table
