@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                          "without training, so the report's corruption verdict gets seeds' intervals")
     ap.add_argument("--snapshot", default=None, metavar="DIR",
                     help="keep a copy of every interrupted cell (newest checkpoint, without machine paths) in DIR, "
-                         "a folder to commit (e.g. benchmarks/results/<suite>/in_progress), and restore from it "
+                         "a folder to commit (e.g. benchmarks/results/<suite>/in_progress; one that git ignores is "
+                         "refused), and restore from it "
                          "first: the build then survives the loss of --root (a new machine); see "
                          "scripts/device_runs.py")
     ap.add_argument("--snapshot-every", type=float, default=30.0, metavar="MINUTES",
@@ -327,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     queue = [(cell, seed) for cell, seed in queue if f"{cell.method}-s{seed}" not in args.skip]
     snapshot = Path(args.snapshot) if args.snapshot else None
     if snapshot is not None and not args.list:
+        device_runs.check_committable(snapshot)
         for line in device_runs.restore(snapshot, out):
             print(f"[{build.name}] {line} from {snapshot}", flush=True)
     rows = {(r["method"], int(r["seed"])): r for r in compare.read_results(results)}

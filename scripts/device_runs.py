@@ -27,7 +27,8 @@ build's ``--root``): ``build_zoo.py --snapshot DIR`` calls
 - ``snapshot`` keeps in DIR, a folder committed with the repository, each interrupted run as ``stage`` copies it
   (newest checkpoint, best weights so far, log, split record: about 6 MB for a ResNet-32), its ``config.yaml`` and
   ``lt_indices.json`` without machine paths (a resume rewrites the first and reads only the data's identity from
-  the second); a run is rewritten only when it has a newer checkpoint, and dropped once it finished.
+  the second); a run is rewritten only when it has a newer checkpoint, and dropped once it finished. A DEST whose
+  runs git ignores (``*.incomplete/`` without a ``!`` rule for it) is refused: they could never be committed.
 - ``restore`` copies them back into the root where the root has no run that got as far (nor the finished one).
 - The repository keeps tracked files under 5 MB, so ``snapshot`` cuts a larger file (a WRN-28-2's 5.9 MB weights
   and optimizer state) into ``<file>.part-000``, ``-001``, ... of at most 5 MB beside ``<file>.parts.json`` (its
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -349,6 +351,23 @@ def snapshot(root: Path, dest: Path, max_file: int = MAX_KEPT_FILE) -> list[str]
     return changed
 
 
+def check_committable(dest: Path) -> None:
+    """Refuse, in one line, a snapshot folder whose runs the enclosing git work tree ignores (``*.incomplete/``
+    without a ``!`` rule for it): its snapshots could never be committed and would go with the machine. Nothing to
+    check outside a git work tree or without git."""
+    probe = (dest / "runs" / f"run{INCOMPLETE}" / "log.jsonl").expanduser().resolve()
+    here = next((p for p in probe.parents if p.is_dir()), None)
+    try:
+        found = subprocess.run(["git", "-C", str(here), "check-ignore", "-v", "--no-index", str(probe)],
+                               capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if found.returncode == 0:  # 1: not ignored; 128: not in a work tree
+        rule = found.stdout.split("\t")[0]
+        raise SystemExit(f"error: git ignores the runs of the snapshot folder {dest} (rule {rule}), so they could "
+                         f"never be committed: use benchmarks/results/<suite>/in_progress* or add a '!' rule for it")
+
+
 def restore(src: Path, root: Path) -> list[str]:
     """Copy the runs that ``snapshot`` kept in ``src`` into ``root/runs`` where they got further than the runs
     there (a finished run there is never touched); returns what it did."""
@@ -390,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(second, type=Path)
     args = ap.parse_args(argv)
     if args.command == "snapshot":
+        check_committable(args.dest)
         print("\n".join(snapshot(args.root.expanduser(), args.dest)) or "snapshot unchanged")
     elif args.command == "restore":
         print("\n".join(restore(args.src, args.root.expanduser())) or "nothing to restore")

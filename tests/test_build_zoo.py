@@ -547,9 +547,12 @@ def test_a_build_survives_the_loss_of_its_root_through_its_snapshot(built, cifar
     assert weights == (built[0] / "root" / "runs" / f"{NAME}-s0" / "model.safetensors").read_bytes()
     assert not run.exists()  # finished: out of the snapshot
 
-    def no_training(*a, **k):
-        raise AssertionError("a cell recorded in results.csv was trained again")
+    def no_training(cmd, *a, **k):  # git may run (the snapshot folder's check), recipes/train.py may not
+        if any(str(part).endswith("train.py") for part in cmd):
+            raise AssertionError("a cell recorded in results.csv was trained again")
+        return real_run(cmd, *a, **k)
 
+    real_run = subprocess.run
     monkeypatch.setattr(subprocess, "run", no_training)
     assert build_zoo.main(args("m3", "--no-publish", "--results", str(tmp_path / "m2"))) == 0
     assert build_zoo.main(args("m3", "--list", "--results", str(tmp_path / "m2"))) == 0
@@ -562,6 +565,32 @@ def _fake_run(folder: Path, step: int) -> Path:
     (folder / "checkpoints" / f"step_{step}" / "trainer_state.json").write_text("{}")
     (folder / "log.jsonl").write_text('{"epoch": 1}\n' * step)
     return folder
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git on PATH")
+def test_a_snapshot_folder_that_git_ignores_is_refused_before_any_work(cifar100_tiny, tmp_path, monkeypatch):
+    """Snapshots exist to be committed: one kept where the work tree's ``.gitignore`` drops ``*.incomplete/`` would
+    be lost with the machine, so the build refuses that folder in one line before restoring or training; a '!' rule
+    for it, or a folder outside any work tree, is let through."""
+    device_runs = _device_runs()
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("*.incomplete/\n")
+    index = zoo_copy(tmp_path)
+    monkeypatch.setattr(build_zoo.device_runs, "restore", lambda *a: pytest.fail("restored before the check"))
+    with pytest.raises(SystemExit, match=r"git ignores the runs of the snapshot folder .*in_progress_crl "
+                                         r"\(rule \.gitignore:1:\*\.incomplete/\).*in_progress\*"):
+        build_zoo.main(build_args(cifar100_tiny, tmp_path, index, "--snapshot", str(repo / "r" / "in_progress_crl")))
+    assert not (tmp_path / "root").exists()
+    (repo / ".gitignore").write_text("*.incomplete/\n!/r/in_progress*/runs/*.incomplete/\n")
+    device_runs.check_committable(repo / "r" / "in_progress_crl")
+    device_runs.check_committable(tmp_path / "elsewhere" / "in_progress")  # no work tree: nothing to check
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists() or shutil.which("git") is None, reason="needs a git checkout")
+def test_the_repository_lets_every_in_progress_snapshot_folder_be_committed():
+    for folder in ("in_progress", "in_progress_crl", "in_progress_wrn"):
+        _device_runs().check_committable(REPO / "benchmarks" / "results" / "cifar10lt-full" / folder)
 
 
 def test_a_snapshot_cut_off_mid_swap_is_mended_not_lost(tmp_path):
