@@ -362,8 +362,8 @@ def check_committable(dest: Path) -> None:
                                capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return
-    if found.returncode == 0:  # 1: not ignored; 128: not in a work tree
-        rule = found.stdout.split("\t")[0]
+    rule = found.stdout.split("\t")[0]  # "<file>:<line>:<pattern>"; a "!" pattern that matched lets the path in
+    if found.returncode == 0 and not rule.split(":", 2)[-1].startswith("!"):  # 1: not ignored; 128: no work tree
         raise SystemExit(f"error: git ignores the runs of the snapshot folder {dest} (rule {rule}), so they could "
                          f"never be committed: use benchmarks/results/<suite>/in_progress* or add a '!' rule for it")
 

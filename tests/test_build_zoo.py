@@ -584,6 +584,8 @@ def test_a_snapshot_folder_that_git_ignores_is_refused_before_any_work(cifar100_
     assert not (tmp_path / "root").exists()
     (repo / ".gitignore").write_text("*.incomplete/\n!/r/in_progress*/runs/*.incomplete/\n")
     device_runs.check_committable(repo / "r" / "in_progress_crl")
+    (repo / ".gitignore").write_text("*.jsonl\n!log.jsonl\n")  # a '!' rule matching the file itself: git names it
+    device_runs.check_committable(repo / "r" / "in_progress_crl")
     device_runs.check_committable(tmp_path / "elsewhere" / "in_progress")  # no work tree: nothing to check
 
 
