@@ -40,7 +40,7 @@ from refcal_zoo.engine.checkpoint import complete_checkpoints
 from refcal_zoo.engine.hardware import cpu_threads_per_process
 from refcal_zoo.methods import stage_plan
 from refcal_zoo.methods.base import TWO_STAGE_METHODS
-from refcal_zoo.record import read_record
+from refcal_zoo.record import join_and, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "recipes" / "configs"
@@ -566,12 +566,6 @@ def studied_seeds(out: Path) -> list[int]:
     """The seeds that ``out/corruptions`` holds a corruption report of (for any cell), sorted."""
     seeds = (p.stem.rsplit("-s", 1)[1] for p in (out / "corruptions").glob("*-s*.json"))
     return sorted({int(s) for s in seeds if s.isdigit()})
-
-
-def join_and(items: list) -> str:
-    """``0``, ``0 and 2``, ``0, 1 and 2``."""
-    words = [str(i) for i in items]
-    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 def studied_seeds_words(out: Path) -> str:

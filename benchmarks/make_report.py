@@ -17,6 +17,8 @@ import math
 import sys
 from pathlib import Path
 
+from refcal_zoo.record import join_and
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -407,7 +409,7 @@ def fullbudget_section(name: str) -> str:
         more = [s for s in compare.studied_seeds(RESULTS / name) if s != build.seeds[0]]
         which = f"seed {build.seeds[0]} of each entry"
         if more:
-            which += f", seed{'s' if len(more) > 1 else ''} {compare.join_and(more)} too where a row names it"
+            which += f", seed{'s' if len(more) > 1 else ''} {join_and(more)} too where a row names it"
         lines += [f"Corruption study ({which}; 10 corruptions x 5 severities of the test split):", "",
                   compare.corruption_table(RESULTS / name), "",
                   *corruption_lines(RESULTS / name / "corruptions")]

@@ -41,6 +41,7 @@ __all__ = [
     "SelectionRecord",
     "dataset_identity",
     "dataset_slug",
+    "join_and",
     "migrate_config",
     "read_record",
     "timm_tag",
@@ -163,6 +164,13 @@ class DeviceStretch:
         if self.first_epoch == self.last_epoch:
             return f"epoch {self.first_epoch}"
         return f"epochs {self.first_epoch}-{self.last_epoch}"
+
+
+def join_and(items: list) -> str:
+    """``a``, ``a and b``, ``a, b and c``: the list form of a moved run's device description (which ``_STRETCH`` reads
+    back), used for every such list in our text."""
+    words = [str(item) for item in items]
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 #: one stretch of a moved run's device description (``refcal_zoo.engine.trainer.describe_devices`` writes them)

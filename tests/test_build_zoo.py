@@ -591,8 +591,9 @@ def test_a_snapshot_folder_that_git_ignores_is_refused_before_any_work(cifar100_
 
 @pytest.mark.skipif(not (REPO / ".git").exists() or shutil.which("git") is None, reason="needs a git checkout")
 def test_the_repository_lets_every_in_progress_snapshot_folder_be_committed():
+    device_runs = _device_runs()
     for folder in ("in_progress", "in_progress_crl", "in_progress_wrn"):
-        _device_runs().check_committable(REPO / "benchmarks" / "results" / "cifar10lt-full" / folder)
+        device_runs.check_committable(REPO / "benchmarks" / "results" / "cifar10lt-full" / folder)
 
 
 def test_a_snapshot_cut_off_mid_swap_is_mended_not_lost(tmp_path):

@@ -47,6 +47,7 @@ from ..record import (
     RunRecord,
     SelectionRecord,
     dataset_identity,
+    join_and,
 )
 from .checkpoint import TrainerState, complete_checkpoints, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .evaluate import predict_logits
@@ -571,10 +572,6 @@ def _span(first: int, last: int) -> str:
     return DeviceStretch("", first, last).span  # the form BudgetRecord.device_stretches reads back
 
 
-def _join(parts: list[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
 def describe_devices(devices: list[list[Any]], total_epochs: int) -> str:
     """One device's name, or each device with its epochs (``"CPU, 1 thread (epochs 1-168) and NVIDIA H200 (epochs
     169-200)"``) for a run that moved between machines, so the card never credits one device with all of it. Where
@@ -584,7 +581,7 @@ def describe_devices(devices: list[list[Any]], total_epochs: int) -> str:
     if len(stretches) == 1:
         return str(stretches[0][2])
     changed = len({p for *_, p in stretches}) > 1
-    return _join([f"{name or 'a device not recorded'}"
+    return join_and([f"{name or 'a device not recorded'}"
                   + (f", {_precision_words(p)}" if changed else "")
                   + f" ({_span(first, last)})" for first, last, name, p in stretches])
 
@@ -600,7 +597,7 @@ def describe_precisions(devices: list[list[Any]], total_epochs: int, current: st
             merged.append([first, last, p])
     if len(merged) <= 1:
         return current
-    return _join([f"{_precision_words(p)} ({_span(first, last)})" for first, last, p in merged])
+    return join_and([f"{_precision_words(p)} ({_span(first, last)})" for first, last, p in merged])
 
 
 def _precision_words(precision: str | None) -> str:
