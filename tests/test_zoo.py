@@ -244,7 +244,8 @@ def test_shipped_cifar_entries_reproduce_their_metrics(hf_env, no_network):
     """Every shipped CIFAR-10-LT entry, offline, on the shared CIFAR-10 test split (skipped where that copy is
     absent): its test accuracy equals the index's. An entry last trained, hence evaluated, on a GPU before evaluation
     switched TF32 off (``refcal_zoo.engine.evaluate.full_float32``) may differ by up to 3 of the 10,000 images:
-    cuDNN's TF32 convolutions flip near ties (resnet32-cifar10lt-crl: 0.7781 here, 0.7783 recorded on the H200)."""
+    cuDNN's TF32 convolutions flip near ties (resnet32-cifar10lt-crl's seed-0 weights, shipped before seed 1's: 0.7781
+    here, 0.7783 recorded on the H200)."""
     from .conftest import SHARED_CIFAR10
 
     if not SHARED_CIFAR10.is_dir():
