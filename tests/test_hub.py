@@ -694,11 +694,10 @@ def test_a_card_warns_when_the_published_epoch_precedes_the_learning_rate_decay(
         pytest.skip("the shipped resnet32-cifar10lt-crl folder is absent")
     folder = copy_folder(shipped, tmp_path / "crl")
     log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line.strip()]
-    shipped_pick = json.loads((folder / "config.json").read_text())["run_record"]["selection"]["epoch"]
-    if shipped_pick > 160:
+    config = json.loads((folder / "config.json").read_text())
+    if config["run_record"]["selection"]["epoch"] > 160:
         assert "precedes the schedule's first learning-rate decay" not in build_model_card(folder).text
     picked = min((r for r in log if "val_nll" in r and r["epoch"] <= 160), key=lambda r: r["val_nll"])
-    config = json.loads((folder / "config.json").read_text())
     config["run_record"]["selection"]["epoch"] = picked["epoch"]
     (folder / "config.json").write_text(json.dumps(config))
     after = max((r for r in log if r["epoch"] > 160), key=lambda r: r["val_accuracy"])  # independent of the card
@@ -708,7 +707,6 @@ def test_a_card_warns_when_the_published_epoch_precedes_the_learning_rate_decay(
             f"accuracy reached {after['val_accuracy']:.4f} (epoch {after['epoch']}), yet `best_nll` ranked it above "
             "every later epoch.") in text
     assert "the raw validation NLL rewards calibration as well as refinement" in text
-    config = json.loads((folder / "config.json").read_text())
     config["run_record"]["selection"]["rule"] = "best_accuracy"  # another rule: no NLL explanation
     (folder / "config.json").write_text(json.dumps(config))
     text = build_model_card(folder).text

@@ -582,8 +582,8 @@ def describe_devices(devices: list[list[Any]], total_epochs: int) -> str:
         return str(stretches[0][2])
     changed = len({p for *_, p in stretches}) > 1
     return join_and([f"{name or 'a device not recorded'}"
-                  + (f", {_precision_words(p)}" if changed else "")
-                  + f" ({_span(first, last)})" for first, last, name, p in stretches])
+                     + (f", {_precision_words(p)}" if changed else "")
+                     + f" ({_span(first, last)})" for first, last, name, p in stretches])
 
 
 def describe_precisions(devices: list[list[Any]], total_epochs: int, current: str) -> str:
