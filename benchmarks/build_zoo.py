@@ -206,7 +206,79 @@ def published_seed(entry: Entry, runs: Path, *, index: str | None = None, publis
     return f"{entry.name}-s{seed}", score
 
 
-def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False, **paths) -> None:
+def seed_spread_note(name: str, rows: list[dict], published: int) -> str | None:
+    """A sentence with the test accuracy and ECE after TS of every finished seed of ``name`` (from the suite's
+    results rows), so a card shows how far one run of the recipe can land from another; None under two seeds.
+    Reporting them chooses nothing: the published seed was picked on validation accuracy."""
+    from refcal_zoo.hub.card import SEEDS_NOTE
+
+    group = sorted((r for r in rows if r["method"] == name), key=lambda r: int(r["seed"]))
+    if len(group) < 2:
+        return None
+    acc = [float(r["accuracy"]) for r in group]
+    ts_ece = [float(r["ts/ece"]) for r in group]
+    seeds = ", ".join(f"seed {r['seed']}{' (published)' if int(r['seed']) == published else ''} {a:.4f} / {e:.4f}"
+                      for r, a, e in zip(group, acc, ts_ece, strict=True))
+    return (f"{SEEDS_NOTE} (accuracy / ECE after temperature scaling; the published seed was chosen on validation "
+            f"accuracy, not on these): {seeds}; mean accuracy {sum(acc) / len(acc):.4f}, range "
+            f"{min(acc):.4f}-{max(acc):.4f}.")
+
+
+def with_seed_spread(notes: str, name: str, rows: list[dict], published: int) -> str:
+    """``notes`` with its seed-spread sentence (see :func:`seed_spread_note`) replaced by the current one; it goes
+    after the build's note and before the one on weights too big to ship (:func:`publish_best.publish_entry`)."""
+    from refcal_zoo.hub.card import SEEDS_NOTE
+
+    base, found, shipped = notes.partition(f" {publish_best.NOT_SHIPPED_NOTE}")
+    base = base.partition(f" {SEEDS_NOTE}")[0]  # the old spread sentence is the last of the build's note
+    parts = (base.strip(), seed_spread_note(name, rows, published), f"{publish_best.NOT_SHIPPED_NOTE}{shipped}"
+             if found else "")
+    return " ".join(part for part in parts if part)
+
+
+def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, index: str | None = None,
+                  cards: str | Path = REPO / "model_cards") -> list[str]:
+    """Bring the seed-spread sentence of every published entry's notes (index, shipped config.json, card) up to date
+    with ``rows`` and re-render its card, without the run folders (the seeds trained on machines that are gone).
+    Weights are untouched."""
+    import shutil
+
+    from refcal_zoo.hub.publish import migrate_folder
+    from refcal_zoo.zoo import index_path, load_index
+    from refcal_zoo.zoo.update_index import write_index
+
+    index_file = Path(index) if index else index_path()
+    known = load_index(index_file)
+    plan = []  # (entry, published seed, new notes), every folder checked before any is rewritten
+    for entry in entries:
+        found = known.get(entry.name)
+        seed = next((o.split("=", 1)[1] for o in reversed(found.overrides) if o.startswith("train.seed=")),
+                    None) if found and found.published else None
+        if seed is None:
+            continue
+        if not (index_file.parent / "weights" / entry.name / "config.json").is_file():
+            raise SystemExit(f"error: {entry.name} is not shipped in the package ({index_file.parent / 'weights'}); "
+                             "re-publish it from its run folder with --publish-only --republish instead")
+        plan.append((found, seed, with_seed_spread(found.notes or "", entry.name, rows, int(seed))))
+    done = []
+    for found, seed, notes in plan:
+        changed = notes != (found.notes or "")
+        folder = index_file.parent / "weights" / found.name
+        migrate_folder(folder, zoo_name=found.name, timm_tag=found.timm_tag, notes=[notes] if changed else None)
+        card_dir = Path(cards) / found.name
+        card_dir.mkdir(parents=True, exist_ok=True)
+        for f in ("README.md", "reliability.png", "reliability_ts.png"):
+            if (folder / f).is_file():
+                shutil.copyfile(folder / f, card_dir / f)
+        found.notes = notes
+        done.append(f"{found.name} (seed {seed} published): card re-rendered, "
+                    f"{'seed spread in the notes updated' if changed else 'notes unchanged'}")
+    write_index(index_file, known)
+    return done
+
+
+def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
+            results_rows: list[dict] | None = None, **paths) -> None:
     """Publish ``entry`` from its finished seed with the best validation accuracy (unless already published;
     ``force`` re-publishes it, e.g. to bring its card up to date). The seed published before takes part in the
     choice even where its run folder is gone (its validation score comes from the published train log), so a new
@@ -235,6 +307,7 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
     notes = (f"Built by `benchmarks/build_zoo.py --suite {build.name}` ({build.description}). Budget: "
              f"{entry.budget_note}. Published seed: {seed}, chosen by validation accuracy among the finished "
              f"runs ({seeds}).")
+    notes = with_seed_spread(notes, entry.name, results_rows or [], seed)
     publish_best.publish_entry(best, entry.name, recipe=f"recipes/configs/{entry.config}",
                                overrides=[*entry.overrides, f"train.seed={seed}"], dataset=build.dataset,
                                notes=notes, **paths)
@@ -263,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--republish", action="store_true",
                     help="publish a finished entry again even where the index already holds its weights (to bring "
                          "its card, notes and index entry up to date, e.g. after a corrected run record)")
+    ap.add_argument("--refresh-notes", action="store_true",
+                    help="train and publish nothing: rewrite each published entry's note on its seeds' test spread "
+                         "(index, shipped folder, card) from results.csv, e.g. after seeds finished on other "
+                         "machines; weights untouched")
     ap.add_argument("--skip", nargs="*", default=[], metavar="RUN",
                     help="run folders not to train, as <entry>-s<seed> (e.g. finished on another machine; "
                          "scripts/zoo_build_gpu.sh passes those listed by scripts/device_runs.py stage)")
@@ -300,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: --snapshot-every must be > 0 minutes")
     if args.publish_only and args.no_publish:
         raise SystemExit("error: --publish-only and --no-publish exclude each other")
+    if args.refresh_notes and (args.no_publish or args.publish_only or args.republish):
+        raise SystemExit("error: --refresh-notes only rewrites notes; drop --no-publish, --publish-only, --republish")
     if args.republish and args.no_publish:
         raise SystemExit("error: --republish and --no-publish exclude each other")
     if args.corruption_seeds is not None and args.no_corruption_study:
@@ -333,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in device_runs.restore(snapshot, out):
             print(f"[{build.name}] {line} from {snapshot}", flush=True)
     rows = {(r["method"], int(r["seed"])): r for r in compare.read_results(results)}
+    if args.refresh_notes:
+        for line in refresh_notes(build, entries, list(rows.values()), index=args.index, cards=args.cards):
+            print(f"[{build.name}] {line}", flush=True)
+        return 0
     # a cell in results.csv whose run folder is not here was finished (and published) on another machine: done
     pending = compare.pending_cells(suite.cells, seeds, rows, out)
     elsewhere = {(cell.method, seed) for cell, seed in queue if (cell, seed) not in pending}
@@ -391,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_publish:
                 try:
                     publish(build, next(e for e in entries if e.name == cell.method), out / "runs",
-                            force=args.republish, **paths)
+                            force=args.republish, results_rows=list(rows.values()), **paths)
                 except (Exception, SystemExit) as exc:  # one entry's failure does not stop the others
                     print(f"[{build.name}] publishing {cell.method} FAILED: {exc}", flush=True)
                     failed.append(f"{cell.method} (publish)")

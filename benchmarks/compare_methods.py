@@ -430,13 +430,31 @@ def t_quantile_975(dof: float) -> float:
     return float(stats.t.ppf(0.975, dof))
 
 
+def train_seconds_by_device(group: list[dict]) -> dict[str, float]:
+    """Mean training seconds per recorded device: seeds trained on different hardware are not averaged together."""
+    by_device: dict[str, list[float]] = {}
+    for r in group:
+        by_device.setdefault(r.get("device") or "", []).append(float(r["train_seconds"]))
+    return {device: sum(v) / len(v) for device, v in by_device.items()}
+
+
+def train_seconds_cell(entry: dict) -> str:
+    """The table's "train s" cell: one mean, or one mean per device where the seeds ran on different hardware."""
+    by_device = entry.get("train_seconds_by_device") or {}
+    if len(by_device) <= 1:
+        return f"{entry['train_seconds']:.0f}"
+    ordered = sorted(by_device.items(), key=lambda item: item[1])
+    return "; ".join(f"{s:.0f} on {d or 'an unrecorded device'}" for d, s in ordered)
+
+
 def summarize(rows: list[dict], keys=HEADLINE) -> list[dict]:
     """Per method: mean and 95% t-interval half-width over seeds of every key (n=1: no interval)."""
     out = []
     for method in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == method]
         entry = {"method": method, "seeds": len(group),
-                 "train_seconds": sum(float(r["train_seconds"]) for r in group) / len(group)}
+                 "train_seconds": sum(float(r["train_seconds"]) for r in group) / len(group),
+                 "train_seconds_by_device": train_seconds_by_device(group)}
         for k in keys:
             vals = [float(r[k]) for r in group if r.get(k) not in (None, "")]
             vals = [v for v in vals if math.isfinite(v)]
@@ -462,7 +480,7 @@ def markdown_table(summary: list[dict], keys=HEADLINE) -> str:
             mean, half = e[k]
             cells.append("n/a" if not math.isfinite(mean) else
                          f"{mean:.4f}" if not math.isfinite(half) else f"{mean:.4f} ± {half:.4f}")
-        lines.append(f"| {e['method']} | {e['seeds']} | {e['train_seconds']:.0f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {e['method']} | {e['seeds']} | {train_seconds_cell(e)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

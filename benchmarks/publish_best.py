@@ -61,6 +61,9 @@ def pick_best(runs: Path, methods: list[str]) -> tuple[Path, dict]:
     return best, {d.name: {"val_accuracy": a, "val_nll": n} for d, (a, n) in scores.items()}
 
 
+NOT_SHIPPED_NOTE = "Weights not shipped in the package"
+
+
 def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str], dataset: tuple[str, str],
                   notes: str, index: str | Path | None = None, cards: str | Path = REPO / "model_cards",
                   publish_dir: str | Path = REPO / "publish") -> tuple[Path, Path, Path]:
@@ -84,7 +87,7 @@ def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str]
         card_source = migrate_folder(folder, zoo_name=name, timm_tag=entry.timm_tag)
         shown = folder.resolve().relative_to(REPO) if folder.resolve().is_relative_to(REPO) else f"<published>/{name}"
         size = (folder / "model.safetensors").stat().st_size
-        notes += (f" Weights not shipped in the package ({size / 1e6:.1f} MB; it ships models up to "
+        notes += (f" {NOT_SHIPPED_NOTE} ({size / 1e6:.1f} MB; it ships models up to "
                   f"{MAX_EMBED_MODEL_BYTES / 1e6:.0f} MB): push the published folder with `refcal-zoo push {shown} "
                   f"--repo {entry.repo_id}` and it loads by name from the Hub.")
     card_dir = Path(cards) / name

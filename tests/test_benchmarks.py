@@ -34,6 +34,19 @@ def test_interval_over_seeds_is_the_student_t_one():
     assert "0.6000 ± 0.2484" in compare.markdown_table([entry], keys=("accuracy",))
 
 
+def test_train_seconds_are_not_averaged_across_devices():
+    rows = [{"method": "m", "seed": 0, "train_seconds": "300", "device": "NVIDIA H200", "accuracy": "0.8"},
+            {"method": "m", "seed": 1, "train_seconds": "39000", "device": "CPU, 2 threads", "accuracy": "0.8"},
+            {"method": "m", "seed": 2, "train_seconds": "41000", "device": "CPU, 2 threads", "accuracy": "0.8"},
+            {"method": "n", "seed": 0, "train_seconds": "10", "device": "CPU, 2 threads", "accuracy": "0.8"},
+            {"method": "n", "seed": 1, "train_seconds": "20", "device": "CPU, 2 threads", "accuracy": "0.8"}]
+    mixed, single = compare.summarize(rows, keys=("accuracy",))
+    assert mixed["train_seconds_by_device"] == {"NVIDIA H200": 300.0, "CPU, 2 threads": 40000.0}
+    table = compare.markdown_table([mixed, single], keys=("accuracy",))
+    assert "| m | 3 | 300 on NVIDIA H200; 40000 on CPU, 2 threads |" in table
+    assert "| n | 2 | 15 |" in table  # one device: the plain mean, as before
+
+
 @pytest.mark.slow
 def test_digits_smoke_suite_runs_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "smoke"

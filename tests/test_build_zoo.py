@@ -195,6 +195,66 @@ def test_a_new_seed_replaces_the_published_one_only_when_better_on_validation(bu
     assert build_zoo.published_seed(entry, tmp_path / "runs", **paths) is None  # its run is a candidate again
 
 
+def test_seed_spread_note_sits_before_the_not_shipped_note_and_is_replaced_not_repeated():
+    rows = [{"method": "m", "seed": "1", "accuracy": "0.75", "ts/ece": "0.02"},
+            {"method": "m", "seed": "0", "accuracy": "0.8125", "ts/ece": "0.0075"},
+            {"method": "other", "seed": "0", "accuracy": "0.1", "ts/ece": "0.9"}]
+    assert build_zoo.seed_spread_note("m", rows[:1], 1) is None  # one seed: the card's limitation line says it
+    note = build_zoo.seed_spread_note("m", rows, 0)
+    assert note.endswith("seed 0 (published) 0.8125 / 0.0075, seed 1 0.7500 / 0.0200; mean accuracy 0.7812, "
+                         "range 0.7500-0.8125.")  # (0.8125 + 0.75) / 2 = 0.78125
+    shipped = "Built by X. Weights not shipped in the package (9.9 MB; ...)."
+    once = build_zoo.with_seed_spread(shipped, "m", rows, 0)
+    assert once == f"Built by X. {note} Weights not shipped in the package (9.9 MB; ...)."
+    rows.append({"method": "m", "seed": "2", "accuracy": "0.5", "ts/ece": "0.1"})
+    again = build_zoo.with_seed_spread(once, "m", rows, 0)
+    assert again.count("Test metrics of every seed") == 1 and "seed 2 0.5000 / 0.1000" in again
+    assert build_zoo.with_seed_spread(again, "m", rows, 0) == again
+
+
+def test_refresh_notes_puts_every_seeds_test_spread_on_the_card_without_run_folders(built, tmp_path, capsys):
+    """``--refresh-notes`` rewrites the published entry's notes (index, shipped config.json, card) with the test
+    metrics of every seed in results.csv, re-renders the card, and leaves the weights and their pins alone."""
+    from refcal_zoo.fileio import sha256_file
+    from refcal_zoo.hub import build_model_card
+    from refcal_zoo.zoo import load_index
+
+    folder, index = built
+    zoo = tmp_path / "zoo"
+    shutil.copytree(index.parent, zoo)
+    results = tmp_path / "results"
+    results.mkdir()
+    (seed0,) = build_zoo.compare.read_results(folder / "root")
+    seed1 = {**seed0, "seed": "1", "accuracy": "0.25", "ts/ece": "0.125"}  # finished on another machine
+    suite = build_zoo.as_compare_suite(build_zoo.get_build_suite("cifar100lt-full", None))
+    build_zoo.compare.write_results(results, suite, [seed0, seed1])
+    weights = zoo / "weights" / NAME / "model.safetensors"
+    sha = sha256_file(weights)
+    args = ["--suite", "cifar100lt-full", "--entries", NAME, "--results", str(results), "--index",
+            str(zoo / "index.yaml"), "--cards", str(tmp_path / "cards"), "--refresh-notes"]
+    assert build_zoo.main(args) == 0
+    assert f"{NAME} (seed 0 published): card re-rendered, seed spread in the notes updated" in capsys.readouterr().out
+    entry = load_index(zoo / "index.yaml")[NAME]
+    acc0, ece0 = float(seed0["accuracy"]), float(seed0["ts/ece"])
+    expected = (f"seed 0 (published) {acc0:.4f} / {ece0:.4f}, seed 1 0.2500 / 0.1250; mean accuracy "
+                f"{(acc0 + 0.25) / 2:.4f}, range {min(acc0, 0.25):.4f}-{max(acc0, 0.25):.4f}.")
+    assert entry.notes.endswith(expected) and "Published seed: 0" in entry.notes
+    card = (tmp_path / "cards" / NAME / "README.md").read_text()
+    assert card == (zoo / "weights" / NAME / "README.md").read_text()
+    assert expected in card and "(see the seeds in the notes above)" in card
+    assert build_model_card(zoo / "weights" / NAME, zoo_name=NAME, timm_tag=entry.timm_tag).text in card
+    assert sha256_file(weights) == sha == entry.sha256  # the weights and their pin untouched
+    assert build_zoo.main(args) == 0 and "notes unchanged" in capsys.readouterr().out
+    assert load_index(zoo / "index.yaml")[NAME].notes == entry.notes  # a second refresh adds nothing
+    with pytest.raises(SystemExit, match="--refresh-notes only rewrites notes"):
+        build_zoo.main([*args, "--publish-only"])
+    shutil.rmtree(zoo / "weights" / NAME)  # not shipped: refused before anything is rewritten
+    before = (zoo / "index.yaml").read_bytes()
+    with pytest.raises(SystemExit, match=f"{NAME} is not shipped in the package"):
+        build_zoo.main(args)
+    assert (zoo / "index.yaml").read_bytes() == before
+
+
 def test_corruption_seeds_study_finished_seeds_without_training(built, cifar100_tiny, tmp_path, monkeypatch):
     """``--publish-only --corruption-seeds`` runs the corruption study of finished seeds other than the first (the
     default studies the first only), trains nothing, and refuses seeds outside the build before any work."""

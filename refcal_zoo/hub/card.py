@@ -138,6 +138,9 @@ def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
                            "training that wrote it") from None
 
 
+SEEDS_NOTE = "Test metrics of every seed this build trained"  # opens a note listing the spread over seeds
+
+
 def _notes(pretrained_cfg: dict[str, Any]) -> list[str]:
     """The folder's notes (timm's ``pretrained_cfg.notes``: e.g. how a zoo entry was built and whether its budget
     is the recipe's), shown at the top of the card's training section."""
@@ -422,8 +425,9 @@ is what was measured.
   worse than the head's (see the shot-group table); the test split is balanced.
 - Calibration was fitted and measured on data like the training data ({{ input_desc }}); expect it to degrade
   under corruption or domain shift, and re-fit the temperature on your own validation data if you can.
-- A single training run (seed {{ seed }}); differences of a fraction of a point between zoo entries are within
-  run-to-run noise.
+- The weights are one training run (seed {{ seed }}). Runs of a recipe that differ only in the seed can land several
+  points of accuracy apart on long-tailed data{% if seeds_noted %} (see the seeds in the notes above){% endif %}:
+  compare recipes by their means over seeds, not one card with another.
 {% if toy %}- digits-LT is a toy dataset (scikit-learn's 8x8 digits upsampled to 32x32): use this model to try the API,
   not as a benchmark result.
 {% endif %}
@@ -771,6 +775,7 @@ def build_model_card(folder: str | Path, *, zoo_name: str | None = None, timm_ta
         sets=sets,
         set_rows=set_rows,
         seed=(budget.seed if budget else None) or t.get("seed"),
+        seeds_noted=any(SEEDS_NOTE in note for note in _notes(pcfg)),
         toy=_dataset_base(ds.id if ds else None) == "digits",
         paper=PAPER,
         paper_url=PAPER_URL,
