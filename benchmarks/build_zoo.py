@@ -186,6 +186,13 @@ def already_published(entry: Entry, run_dir: Path, index: str | None) -> bool:
     return bool(known and known.published and known.sha256 == sha256_file(run_dir / "model.safetensors"))
 
 
+def published_seed_number(known) -> str | None:
+    """The ``train.seed`` a published index entry was trained with (its last seed override), else None."""
+    if not (known and known.published):
+        return None
+    return next((o.split("=", 1)[1] for o in reversed(known.overrides) if o.startswith("train.seed=")), None)
+
+
 def published_seed(entry: Entry, runs: Path, *, index: str | None = None, publish_dir: str | Path | None = None
                    ) -> tuple[str, tuple[float, float] | None] | None:
     """The seed ``entry`` is published from, as ``(<entry>-s<seed>, (validation accuracy, NLL))``, where its run
@@ -196,8 +203,7 @@ def published_seed(entry: Entry, runs: Path, *, index: str | None = None, publis
 
     index_file = Path(index) if index else index_path()
     known = load_index(index_file).get(entry.name)
-    seed = next((o.split("=", 1)[1] for o in reversed(known.overrides) if o.startswith("train.seed=")),
-                None) if known and known.published else None
+    seed = published_seed_number(known)
     if seed is None or (runs / f"{entry.name}-s{seed}" / "metrics.json").is_file():
         return None
     folders = [index_file.parent / "weights" / entry.name, *([Path(publish_dir) / entry.name] if publish_dir else [])]
@@ -241,8 +247,6 @@ def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, 
     """Bring the seed-spread sentence of every published entry's notes (index, shipped config.json, card) up to date
     with ``rows`` and re-render its card, without the run folders (the seeds trained on machines that are gone).
     Weights are untouched."""
-    import shutil
-
     from refcal_zoo.hub.publish import migrate_folder
     from refcal_zoo.zoo import index_path, load_index
     from refcal_zoo.zoo.update_index import write_index
@@ -252,8 +256,7 @@ def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, 
     plan = []  # (entry, published seed, new notes), every folder checked before any is rewritten
     for entry in entries:
         found = known.get(entry.name)
-        seed = next((o.split("=", 1)[1] for o in reversed(found.overrides) if o.startswith("train.seed=")),
-                    None) if found and found.published else None
+        seed = published_seed_number(found)
         if seed is None:
             continue
         if not (index_file.parent / "weights" / entry.name / "config.json").is_file():
@@ -265,11 +268,7 @@ def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, 
         changed = notes != (found.notes or "")
         folder = index_file.parent / "weights" / found.name
         migrate_folder(folder, zoo_name=found.name, timm_tag=found.timm_tag, notes=[notes] if changed else None)
-        card_dir = Path(cards) / found.name
-        card_dir.mkdir(parents=True, exist_ok=True)
-        for f in ("README.md", "reliability.png", "reliability_ts.png"):
-            if (folder / f).is_file():
-                shutil.copyfile(folder / f, card_dir / f)
+        publish_best.copy_card(folder, Path(cards) / found.name)
         found.notes = notes
         done.append(f"{found.name} (seed {seed} published): card re-rendered, "
                     f"{'seed spread in the notes updated' if changed else 'notes unchanged'}")

@@ -64,6 +64,15 @@ def pick_best(runs: Path, methods: list[str]) -> tuple[Path, dict]:
 NOT_SHIPPED_NOTE = "Weights not shipped in the package"
 
 
+def copy_card(folder: Path, card_dir: Path) -> Path:
+    """Copy a published folder's card and its reliability diagrams to ``card_dir`` (``model_cards/<name>/``)."""
+    card_dir.mkdir(parents=True, exist_ok=True)
+    for f in ("README.md", "reliability.png", "reliability_ts.png"):
+        if (folder / f).is_file():
+            shutil.copyfile(folder / f, card_dir / f)
+    return card_dir
+
+
 def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str], dataset: tuple[str, str],
                   notes: str, index: str | Path | None = None, cards: str | Path = REPO / "model_cards",
                   publish_dir: str | Path = REPO / "publish") -> tuple[Path, Path, Path]:
@@ -90,11 +99,7 @@ def publish_entry(run_dir: Path, name: str, *, recipe: str, overrides: list[str]
         notes += (f" {NOT_SHIPPED_NOTE} ({size / 1e6:.1f} MB; it ships models up to "
                   f"{MAX_EMBED_MODEL_BYTES / 1e6:.0f} MB): push the published folder with `refcal-zoo push {shown} "
                   f"--repo {entry.repo_id}` and it loads by name from the Hub.")
-    card_dir = Path(cards) / name
-    card_dir.mkdir(parents=True, exist_ok=True)
-    for f in ("README.md", "reliability.png", "reliability_ts.png"):
-        if (card_source / f).is_file():
-            shutil.copyfile(card_source / f, card_dir / f)
+    card_dir = copy_card(card_source, Path(cards) / name)
     entries = load_index(index)
     entry = entries[name]
     entry.recipe = recipe
