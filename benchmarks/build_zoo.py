@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -247,7 +248,6 @@ def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, 
     """Bring the seed-spread sentence of every published entry's notes (index, shipped config.json, card) up to date
     with ``rows`` and re-render its card, without the run folders (the seeds trained on machines that are gone).
     Weights are untouched."""
-    from refcal_zoo.hub.publish import migrate_folder
     from refcal_zoo.zoo import index_path, load_index
     from refcal_zoo.zoo.update_index import write_index
 
@@ -265,15 +265,67 @@ def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, 
         plan.append((found, seed, with_seed_spread(found.notes or "", entry.name, rows, int(seed))))
     done = []
     for found, seed, notes in plan:
-        changed = notes != (found.notes or "")
-        folder = index_file.parent / "weights" / found.name
-        migrate_folder(folder, zoo_name=found.name, timm_tag=found.timm_tag, notes=[notes] if changed else None)
-        publish_best.copy_card(folder, Path(cards) / found.name)
-        found.notes = notes
+        changed = store_notes(found, notes, index_file.parent / "weights" / found.name, cards)
         done.append(f"{found.name} (seed {seed} published): card re-rendered, "
                     f"{'seed spread in the notes updated' if changed else 'notes unchanged'}")
     write_index(index_file, known)
     return done
+
+
+def store_notes(found, notes: str, folder: Path, cards: str | Path) -> bool:
+    """Put ``notes`` into published index entry ``found`` (the caller writes the index) and its published
+    ``folder``'s config.json, and re-render the card there and in ``cards``; the weights and their pins are
+    untouched. Returns whether the notes changed."""
+    from refcal_zoo.hub.publish import migrate_folder
+
+    changed = notes != (found.notes or "")
+    migrate_folder(folder, zoo_name=found.name, timm_tag=found.timm_tag, notes=[notes] if changed else None)
+    publish_best.copy_card(folder, Path(cards) / found.name)
+    found.notes = notes
+    return changed
+
+
+def build_notes(build: BuildSuite, entry: Entry, seed: int, candidates: list[str]) -> str:
+    """The notes a published entry starts with: how it was built, its budget, and which seed won among which."""
+    return (f"Built by `benchmarks/build_zoo.py --suite {build.name}` ({build.description}). Budget: "
+            f"{entry.budget_note}. {chosen_sentence(seed, candidates)}")
+
+
+def chosen_sentence(seed: int, candidates: list[str]) -> str:
+    return (f"Published seed: {seed}, chosen by validation accuracy among the finished runs "
+            f"({', '.join(sorted(candidates))}).")
+
+
+_CHOSEN = re.compile(r"Published seed: \d+, chosen by validation accuracy among the finished runs \(.*?\)\.(?= |$)")
+
+
+def keep_notes_current(build: BuildSuite, entry: Entry, seed: int, candidates: list[str], rows: list[dict], *,
+                       index: str | None = None, cards: str | Path = REPO / "model_cards",
+                       publish_dir: str | Path | None = None) -> None:
+    """Where the published seed stays, bring its notes up to date with the runs seen now: the candidates it won
+    among, and every finished seed's test spread (:func:`with_seed_spread`). The rest of the notes (how it was
+    built, the budget) stays as written when it was published; nothing is rewritten where nothing changed."""
+    from refcal_zoo.zoo import index_path, load_index
+    from refcal_zoo.zoo.update_index import write_index
+
+    index_file = Path(index) if index else index_path()
+    known = load_index(index_file)
+    found = known[entry.name]
+    old = found.notes or ""
+    notes = with_seed_spread(_CHOSEN.sub(chosen_sentence(seed, candidates), old, count=1), entry.name, rows, seed)
+    if notes == old:
+        return
+    shipped = index_file.parent / "weights" / entry.name
+    folder = next((f for f in (shipped, *([Path(publish_dir) / entry.name] if publish_dir else []))
+                   if (f / "config.json").is_file()), None)
+    if folder is None:
+        print(f"[{build.name}] {entry.name}: its notes are out of date (the seeds seen now) but its published folder "
+              f"is not here ({shipped}); publish it again with --publish-only --republish where it is", flush=True)
+        return
+    store_notes(found, notes, folder, cards)
+    write_index(index_file, known)
+    print(f"[{build.name}] {entry.name}: notes brought up to date with the seeds seen now (card re-rendered)",
+          flush=True)
 
 
 def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
@@ -281,7 +333,8 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
     """Publish ``entry`` from its finished seed with the best validation accuracy (unless already published;
     ``force`` re-publishes it, e.g. to bring its card up to date). The seed published before takes part in the
     choice even where its run folder is gone (its validation score comes from the published train log), so a new
-    seed never replaces a better one unseen."""
+    seed never replaces a better one unseen; where the published seed stays, its notes get the runs seen now
+    (:func:`keep_notes_current`, given ``results_rows``)."""
     best, scores = publish_best.pick_best(runs, [entry.name])
     incumbent = published_seed(entry, runs, index=paths.get("index"), publish_dir=paths.get("publish_dir"))
     if incumbent is not None:
@@ -292,21 +345,22 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
                              "runs/ to compare it, or pass --republish to publish the best of the runs here")
         if score is not None:
             best_score = (scores[best.name]["val_accuracy"], scores[best.name]["val_nll"])
+            elsewhere = f"{name} (published before; run folder elsewhere)"
             if publish_best.rank(score) >= publish_best.rank(best_score):
                 print(f"[{build.name}] {entry.name}: keeping the published {name} (validation accuracy "
                       f"{score[0]:.4f} against {best_score[0]:.4f} of {best.name}, the best run here)", flush=True)
+                if results_rows is not None:
+                    keep_notes_current(build, entry, int(name.rsplit("-s", 1)[1]), [*scores, elsewhere],
+                                       results_rows, **paths)
                 return
-            scores[f"{name} (published before; run folder elsewhere)"] = {"val_accuracy": score[0],
-                                                                           "val_nll": score[1]}
+            scores[elsewhere] = {"val_accuracy": score[0], "val_nll": score[1]}
+    seed = int(best.name.rsplit("-s", 1)[1])
     if not force and already_published(entry, best, paths.get("index")):
         print(f"[{build.name}] {entry.name}: already published from {best.name}", flush=True)
+        if results_rows is not None:
+            keep_notes_current(build, entry, seed, list(scores), results_rows, **paths)
         return
-    seed = int(best.name.rsplit("-s", 1)[1])
-    seeds = ", ".join(sorted(scores))
-    notes = (f"Built by `benchmarks/build_zoo.py --suite {build.name}` ({build.description}). Budget: "
-             f"{entry.budget_note}. Published seed: {seed}, chosen by validation accuracy among the finished "
-             f"runs ({seeds}).")
-    notes = with_seed_spread(notes, entry.name, results_rows or [], seed)
+    notes = with_seed_spread(build_notes(build, entry, seed, list(scores)), entry.name, results_rows or [], seed)
     publish_best.publish_entry(best, entry.name, recipe=f"recipes/configs/{entry.config}",
                                overrides=[*entry.overrides, f"train.seed={seed}"], dataset=build.dataset,
                                notes=notes, **paths)

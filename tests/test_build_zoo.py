@@ -195,6 +195,58 @@ def test_a_new_seed_replaces_the_published_one_only_when_better_on_validation(bu
     assert build_zoo.published_seed(entry, tmp_path / "runs", **paths) is None  # its run is a candidate again
 
 
+def test_a_kept_published_seed_gets_the_runs_and_seeds_seen_now_in_its_notes(built, cifar100_tiny, tmp_path,
+                                                                              capsys):
+    """Where a new seed loses to the published one, the published entry's notes (index, shipped folder, card) name
+    the runs it now won among and every seed's test spread; the weights and their pins stay, and a second call with
+    nothing new writes nothing."""
+    from refcal_zoo.fileio import sha256_file
+    from refcal_zoo.zoo import load_index
+
+    folder, index = built
+    zoo = tmp_path / "zoo"
+    shutil.copytree(index.parent, zoo)
+    new_run = tmp_path / "runs" / f"{NAME}-s1"  # seed 0's run folder is elsewhere; seed 1 is worse on validation
+    shutil.copytree(folder / "root" / "runs" / f"{NAME}-s0", new_run)
+    lines = [json.loads(line) for line in (new_run / "log.jsonl").read_text().splitlines() if line.strip()]
+    for line in lines:
+        if line.get("selected"):
+            line["val_accuracy"] -= 0.01
+    (new_run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (seed0,) = build_zoo.compare.read_results(folder / "root")
+    rows = [seed0, {**seed0, "seed": "1", "accuracy": "0.25", "ts/ece": "0.125"}]
+    build = build_zoo.get_build_suite("cifar100lt-full", str(cifar100_tiny))
+    entry = next(e for e in build.entries if e.name == NAME)
+    paths = {"index": str(zoo / "index.yaml"), "cards": str(tmp_path / "cards"), "publish_dir": str(tmp_path / "pub")}
+    before = load_index(zoo / "index.yaml")[NAME]
+    assert f"among the finished runs ({NAME}-s0)." in before.notes and "seed 1" not in before.notes
+    weights = zoo / "weights" / NAME / "model.safetensors"
+    build_zoo.publish(build, entry, tmp_path / "runs", results_rows=rows, **paths)
+    out = capsys.readouterr().out
+    assert f"keeping the published {NAME}-s0" in out and "notes brought up to date" in out
+    after = load_index(zoo / "index.yaml")[NAME]
+    assert after.sha256 == before.sha256 == sha256_file(weights) and after.overrides == before.overrides
+    assert (f"Published seed: 0, chosen by validation accuracy among the finished runs ({NAME}-s0 (published before; "
+            f"run folder elsewhere), {NAME}-s1).") in after.notes
+    assert after.notes.count("Published seed") == 1 and after.notes.endswith(
+        build_zoo.seed_spread_note(NAME, rows, 0))
+    assert after.notes.partition(" Published seed")[0] == before.notes.partition(" Published seed")[0]  # as built
+    card = (tmp_path / "cards" / NAME / "README.md").read_text()
+    assert card == (zoo / "weights" / NAME / "README.md").read_text() and "seed 1 0.2500 / 0.1250" in card
+    state = ((zoo / "index.yaml").read_bytes(), weights.stat().st_mtime_ns)
+    build_zoo.publish(build, entry, tmp_path / "runs", results_rows=rows, **paths)
+    assert "notes brought up to date" not in capsys.readouterr().out
+    assert ((zoo / "index.yaml").read_bytes(), weights.stat().st_mtime_ns) == state  # nothing new: nothing written
+    rows.append({**seed0, "seed": "2"})
+    shutil.move(zoo / "weights" / NAME, tmp_path / "elsewhere")  # its folder not here: says so, writes nothing
+    (tmp_path / "nowhere" / NAME).mkdir(parents=True)  # only its train log (the incumbent's validation score)
+    shutil.copy(tmp_path / "elsewhere" / "train_log.jsonl", tmp_path / "nowhere" / NAME)
+    build_zoo.publish(build, entry, tmp_path / "runs", results_rows=rows,
+                      **{**paths, "publish_dir": str(tmp_path / "nowhere")})
+    assert "its notes are out of date" in capsys.readouterr().out
+    assert (zoo / "index.yaml").read_bytes() == state[0]
+
+
 def test_seed_spread_note_sits_before_the_not_shipped_note_and_is_replaced_not_repeated():
     rows = [{"method": "m", "seed": "1", "accuracy": "0.75", "ts/ece": "0.02"},
             {"method": "m", "seed": "0", "accuracy": "0.8125", "ts/ece": "0.0075"},
