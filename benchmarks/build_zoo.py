@@ -231,6 +231,19 @@ def seed_spread_note(name: str, rows: list[dict], published: int) -> str | None:
             f"{min(acc):.4f}-{max(acc):.4f}.")
 
 
+def listed_seeds(notes: str) -> set[int]:
+    """The seeds whose test metrics ``notes``' seed-spread sentence lists (empty where it has none)."""
+    from refcal_zoo.hub.card import SEEDS_NOTE
+
+    spread = notes.partition(f" {SEEDS_NOTE}")[2].partition(f" {publish_best.NOT_SHIPPED_NOTE}")[0]
+    return {int(seed) for seed in re.findall(r"\bseed (\d+)(?: \(published\))? \d", spread)}
+
+
+def missing_seeds(notes: str, name: str, rows: list[dict]) -> list[int]:
+    """Seeds ``notes`` list that ``rows`` lack: a refresh from those rows would drop them from the card."""
+    return sorted(listed_seeds(notes) - {int(r["seed"]) for r in rows if r["method"] == name})
+
+
 def with_seed_spread(notes: str, name: str, rows: list[dict], published: int) -> str:
     """``notes`` with its seed-spread sentence (see :func:`seed_spread_note`) replaced by the current one; it goes
     after the build's note and before the one on weights too big to ship (:func:`publish_best.publish_entry`)."""
@@ -262,6 +275,10 @@ def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, 
         if not (index_file.parent / "weights" / entry.name / "config.json").is_file():
             raise SystemExit(f"error: {entry.name} is not shipped in the package ({index_file.parent / 'weights'}); "
                              "re-publish it from its run folder with --publish-only --republish instead")
+        lost = missing_seeds(found.notes or "", entry.name, rows)
+        if lost:
+            raise SystemExit(f"error: the notes of {entry.name} list seeds {', '.join(map(str, lost))} that the "
+                             "results.csv read here lacks; pass --results with the suite's full results folder")
         plan.append((found, seed, with_seed_spread(found.notes or "", entry.name, rows, int(seed))))
     done = []
     for found, seed, notes in plan:
@@ -312,6 +329,11 @@ def keep_notes_current(build: BuildSuite, entry: Entry, seed: int, candidates: l
     known = load_index(index_file)
     found = known[entry.name]
     old = found.notes or ""
+    lost = missing_seeds(old, entry.name, rows)
+    if lost:
+        print(f"[{build.name}] {entry.name}: notes left as they are: they list seeds {', '.join(map(str, lost))} that "
+              "the results.csv read here lacks (pass --results with the suite's full results folder)", flush=True)
+        return
     notes = with_seed_spread(_CHOSEN.sub(chosen_sentence(seed, candidates), old, count=1), entry.name, rows, seed)
     if notes == old:
         return

@@ -237,6 +237,9 @@ def test_a_kept_published_seed_gets_the_runs_and_seeds_seen_now_in_its_notes(bui
     build_zoo.publish(build, entry, tmp_path / "runs", results_rows=rows, **paths)
     assert "notes brought up to date" not in capsys.readouterr().out
     assert ((zoo / "index.yaml").read_bytes(), weights.stat().st_mtime_ns) == state  # nothing new: nothing written
+    build_zoo.publish(build, entry, tmp_path / "runs", results_rows=rows[:1], **paths)  # another results.csv
+    assert "they list seeds 1 that the results.csv read here lacks" in capsys.readouterr().out
+    assert (zoo / "index.yaml").read_bytes() == state[0]  # a seed the card lists is never dropped
     rows.append({**seed0, "seed": "2"})
     shutil.move(zoo / "weights" / NAME, tmp_path / "elsewhere")  # its folder not here: says so, writes nothing
     (tmp_path / "nowhere" / NAME).mkdir(parents=True)  # only its train log (the incumbent's validation score)
@@ -262,6 +265,9 @@ def test_seed_spread_note_sits_before_the_not_shipped_note_and_is_replaced_not_r
     again = build_zoo.with_seed_spread(once, "m", rows, 0)
     assert again.count("Test metrics of every seed") == 1 and "seed 2 0.5000 / 0.1000" in again
     assert build_zoo.with_seed_spread(again, "m", rows, 0) == again
+    assert build_zoo.listed_seeds(again) == {0, 1, 2} and build_zoo.listed_seeds(shipped) == set()
+    assert build_zoo.missing_seeds(again, "m", [r for r in rows if r["seed"] == "0"]) == [1, 2]
+    assert build_zoo.missing_seeds(again, "m", rows) == []
 
 
 def test_refresh_notes_puts_every_seeds_test_spread_on_the_card_without_run_folders(built, tmp_path, capsys):
@@ -298,6 +304,11 @@ def test_refresh_notes_puts_every_seeds_test_spread_on_the_card_without_run_fold
     assert sha256_file(weights) == sha == entry.sha256  # the weights and their pin untouched
     assert build_zoo.main(args) == 0 and "notes unchanged" in capsys.readouterr().out
     assert load_index(zoo / "index.yaml")[NAME].notes == entry.notes  # a second refresh adds nothing
+    build_zoo.compare.write_results(results, suite, [seed0])  # a results.csv without seed 1: refused, nothing lost
+    with pytest.raises(SystemExit, match=f"notes of {NAME} list seeds 1 that the results.csv read here lacks"):
+        build_zoo.main(args)
+    assert load_index(zoo / "index.yaml")[NAME].notes == entry.notes
+    build_zoo.compare.write_results(results, suite, [seed0, seed1])
     with pytest.raises(SystemExit, match="--refresh-notes only rewrites notes"):
         build_zoo.main([*args, "--publish-only"])
     shutil.rmtree(zoo / "weights" / NAME)  # not shipped: refused before anything is rewritten
