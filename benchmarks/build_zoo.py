@@ -187,6 +187,12 @@ def already_published(entry: Entry, run_dir: Path, index: str | None) -> bool:
     return bool(known and known.published and known.sha256 == sha256_file(run_dir / "model.safetensors"))
 
 
+def published_by(known) -> str | None:
+    """The build suite whose notes a published index entry carries (None where no build wrote them)."""
+    found = re.search(r"`benchmarks/build_zoo\.py --suite ([\w.-]+)`", (known and known.notes) or "")
+    return found.group(1) if found else None
+
+
 def published_seed_number(known) -> str | None:
     """The ``train.seed`` a published index entry was trained with (its last seed override), else None."""
     if not (known and known.published):
@@ -199,13 +205,16 @@ def published_seed(entry: Entry, runs: Path, *, index: str | None = None, publis
     """The seed ``entry`` is published from, as ``(<entry>-s<seed>, (validation accuracy, NLL))``, where its run
     folder is not in ``runs`` (trained on a machine that is gone): the score is read from the published copy's
     train log (the package's shipped folder, else ``publish_dir/<entry>``), None where neither has one. None when
-    the entry is not published or its run folder is here (then it is one of the candidates anyway)."""
+    the entry is not published or its run folder is here (then it is one of the candidates anyway): a run here is
+    the published one only where it holds the published weights (another build's run of the same seed is not)."""
+    from refcal_zoo.fileio import sha256_file
     from refcal_zoo.zoo import index_path, load_index
 
     index_file = Path(index) if index else index_path()
     known = load_index(index_file).get(entry.name)
     seed = published_seed_number(known)
-    if seed is None or (runs / f"{entry.name}-s{seed}" / "metrics.json").is_file():
+    here = runs / f"{entry.name}-s{seed}"
+    if seed is None or ((here / "metrics.json").is_file() and sha256_file(here / "model.safetensors") == known.sha256):
         return None
     folders = [index_file.parent / "weights" / entry.name, *([Path(publish_dir) / entry.name] if publish_dir else [])]
     logged = next((f for f in folders if (f / "train_log.jsonl").is_file()), None)
@@ -260,17 +269,21 @@ def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, 
                   cards: str | Path = REPO / "model_cards") -> list[str]:
     """Bring the seed-spread sentence of every published entry's notes (index, shipped config.json, card) up to date
     with ``rows`` and re-render its card, without the run folders (the seeds trained on machines that are gone).
-    Weights are untouched."""
+    Weights are untouched; entries another build published are left alone (``rows`` are not their seeds)."""
     from refcal_zoo.zoo import index_path, load_index
     from refcal_zoo.zoo.update_index import write_index
 
     index_file = Path(index) if index else index_path()
     known = load_index(index_file)
     plan = []  # (entry, published seed, new notes), every folder checked before any is rewritten
+    done = []
     for entry in entries:
         found = known.get(entry.name)
         seed = published_seed_number(found)
         if seed is None:
+            continue
+        if published_by(found) != build.name:  # this suite's rows are not the published seed's build
+            done.append(f"{entry.name}: notes left as {published_by(found) or 'its publisher'} wrote them")
             continue
         if not (index_file.parent / "weights" / entry.name / "config.json").is_file():
             raise SystemExit(f"error: {entry.name} is not shipped in the package ({index_file.parent / 'weights'}); "
@@ -280,7 +293,6 @@ def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, 
             raise SystemExit(f"error: the notes of {entry.name} list seeds {', '.join(map(str, lost))} that the "
                              "results.csv read here lacks; pass --results with the suite's full results folder")
         plan.append((found, seed, with_seed_spread(found.notes or "", entry.name, rows, int(seed))))
-    done = []
     for found, seed, notes in plan:
         changed = store_notes(found, notes, index_file.parent / "weights" / found.name, cards)
         done.append(f"{found.name} (seed {seed} published): card re-rendered, "
@@ -329,6 +341,10 @@ def keep_notes_current(build: BuildSuite, entry: Entry, seed: int, candidates: l
     known = load_index(index_file)
     found = known[entry.name]
     old = found.notes or ""
+    if published_by(found) != build.name:  # its seeds and candidates are another build's: not ours to list
+        print(f"[{build.name}] {entry.name}: its notes stay as {published_by(found) or 'its publisher'} wrote them "
+              "(this build's seeds are not the published one's)", flush=True)
+        return
     lost = missing_seeds(old, entry.name, rows)
     if lost:
         print(f"[{build.name}] {entry.name}: notes left as they are: they list seeds {', '.join(map(str, lost))} that "
@@ -357,6 +373,8 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
     choice even where its run folder is gone (its validation score comes from the published train log), so a new
     seed never replaces a better one unseen; where the published seed stays, its notes get the runs seen now
     (:func:`keep_notes_current`, given ``results_rows``)."""
+    from refcal_zoo.zoo import index_path, load_index
+
     best, scores = publish_best.pick_best(runs, [entry.name])
     incumbent = published_seed(entry, runs, index=paths.get("index"), publish_dir=paths.get("publish_dir"))
     if incumbent is not None:
@@ -367,7 +385,10 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
                              "runs/ to compare it, or pass --republish to publish the best of the runs here")
         if score is not None:
             best_score = (scores[best.name]["val_accuracy"], scores[best.name]["val_nll"])
-            elsewhere = f"{name} (published before; run folder elsewhere)"
+            suite = published_by(load_index(Path(paths["index"]) if paths.get("index") else index_path())
+                                 .get(entry.name))
+            by = "" if suite == build.name else f" by --suite {suite}" if suite else " outside this build"
+            elsewhere = f"{name} (published before{by}; run folder elsewhere)"
             if publish_best.rank(score) >= publish_best.rank(best_score):
                 print(f"[{build.name}] {entry.name}: keeping the published {name} (validation accuracy "
                       f"{score[0]:.4f} against {best_score[0]:.4f} of {best.name}, the best run here)", flush=True)

@@ -250,6 +250,57 @@ def test_a_kept_published_seed_gets_the_runs_and_seeds_seen_now_in_its_notes(bui
     assert (zoo / "index.yaml").read_bytes() == state[0]
 
 
+def test_another_builds_run_of_the_published_seed_does_not_stand_in_for_it(built, cifar100_tiny, tmp_path,
+                                                                           monkeypatch, capsys):
+    """A run here with the published seed's number but other weights (e.g. the GPU suite's seed 0 where the CPU
+    suite's seed 0 is published) competes with the published run on validation instead of replacing it unseen; the
+    notes another build wrote are left to it."""
+    from safetensors.torch import load_file, save_file
+
+    from refcal_zoo.zoo import load_index
+    from refcal_zoo.zoo.update_index import write_index
+
+    folder, index = built
+    zoo = tmp_path / "zoo"
+    shutil.copytree(index.parent, zoo)
+    run = tmp_path / "runs" / f"{NAME}-s0"
+    shutil.copytree(folder / "root" / "runs" / f"{NAME}-s0", run)
+    build = build_zoo.get_build_suite("cifar100lt-full", str(cifar100_tiny))
+    entry = next(e for e in build.entries if e.name == NAME)
+    paths = {"index": str(zoo / "index.yaml"), "cards": str(tmp_path / "cards"), "publish_dir": str(tmp_path / "pub")}
+    where = {"index": paths["index"], "publish_dir": paths["publish_dir"]}
+    assert build_zoo.published_seed(entry, tmp_path / "runs", **where) is None  # the published run itself
+    weights = load_file(run / "model.safetensors")
+    save_file({k: v + 1e-3 if v.is_floating_point() else v for k, v in weights.items()}, run / "model.safetensors")
+    published = build_zoo.published_seed(entry, tmp_path / "runs", **where)
+    assert published is not None and published[0] == f"{NAME}-s0"
+
+    def set_validation(accuracy: float) -> None:
+        lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        for line in lines:
+            if line.get("selected"):
+                line["val_accuracy"] = accuracy
+        (run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    entries = load_index(zoo / "index.yaml")  # published by another build
+    entries[NAME].notes = entries[NAME].notes.replace("--suite cifar100lt-full", "--suite cifar100lt-cpu")
+    write_index(zoo / "index.yaml", entries)
+    before = (zoo / "index.yaml").read_bytes()
+    (seed0,) = build_zoo.compare.read_results(folder / "root")
+    set_validation(published[1][0] - 0.01)
+    build_zoo.publish(build, entry, tmp_path / "runs", results_rows=[seed0], **paths)
+    out = capsys.readouterr().out
+    assert f"keeping the published {NAME}-s0" in out and "its notes stay as cifar100lt-cpu wrote them" in out
+    assert (zoo / "index.yaml").read_bytes() == before
+    calls = []
+    monkeypatch.setattr(build_zoo.publish_best, "publish_entry", lambda run, name, **kw: calls.append(kw))
+    set_validation(published[1][0] + 0.01)
+    build_zoo.publish(build, entry, tmp_path / "runs", results_rows=[seed0], **paths)
+    (kw,) = calls
+    assert (f"among the finished runs ({NAME}-s0, {NAME}-s0 (published before by --suite cifar100lt-cpu; run folder "
+            "elsewhere))") in kw["notes"]
+
+
 def test_seed_spread_note_sits_before_the_not_shipped_note_and_is_replaced_not_repeated():
     rows = [{"method": "m", "seed": "1", "accuracy": "0.75", "ts/ece": "0.02"},
             {"method": "m", "seed": "0", "accuracy": "0.8125", "ts/ece": "0.0075"},
@@ -309,6 +360,11 @@ def test_refresh_notes_puts_every_seeds_test_spread_on_the_card_without_run_fold
         build_zoo.main(args)
     assert load_index(zoo / "index.yaml")[NAME].notes == entry.notes
     build_zoo.compare.write_results(results, suite, [seed0, seed1])
+    ce = "resnet32-cifar10lt-ce"  # published by --suite cifar10lt-full; the GPU suite builds the same entry name
+    before_ce = load_index(zoo / "index.yaml")[ce].notes
+    assert build_zoo.main(["--suite", "cifar10lt-full-gpu", "--entries", ce, *args[4:]]) == 0
+    assert f"{ce}: notes left as cifar10lt-full wrote them" in capsys.readouterr().out
+    assert load_index(zoo / "index.yaml")[ce].notes == before_ce
     with pytest.raises(SystemExit, match="--refresh-notes only rewrites notes"):
         build_zoo.main([*args, "--publish-only"])
     shutil.rmtree(zoo / "weights" / NAME)  # not shipped: refused before anything is rewritten
