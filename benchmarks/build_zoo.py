@@ -376,6 +376,7 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
     from refcal_zoo.zoo import index_path, load_index
 
     best, scores = publish_best.pick_best(runs, [entry.name])
+    known = load_index(Path(paths["index"]) if paths.get("index") else index_path()).get(entry.name)
     incumbent = published_seed(entry, runs, index=paths.get("index"), publish_dir=paths.get("publish_dir"))
     if incumbent is not None:
         name, score = incumbent
@@ -385,8 +386,7 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
                              "runs/ to compare it, or pass --republish to publish the best of the runs here")
         if score is not None:
             best_score = (scores[best.name]["val_accuracy"], scores[best.name]["val_nll"])
-            suite = published_by(load_index(Path(paths["index"]) if paths.get("index") else index_path())
-                                 .get(entry.name))
+            suite = published_by(known)
             by = "" if suite == build.name else f" by --suite {suite}" if suite else " outside this build"
             elsewhere = f"{name} (published before{by}; run folder elsewhere)"
             if publish_best.rank(score) >= publish_best.rank(best_score):
@@ -403,6 +403,12 @@ def publish(build: BuildSuite, entry: Entry, runs: Path, *, force: bool = False,
         if results_rows is not None:
             keep_notes_current(build, entry, seed, list(scores), results_rows, **paths)
         return
+    lost = missing_seeds(known.notes or "", entry.name, results_rows) if (
+        results_rows is not None and published_by(known) == build.name) else []
+    if lost:
+        raise SystemExit(f"error: publishing {best.name} would drop seeds {', '.join(map(str, lost))} from the notes "
+                         f"of {entry.name}: the results.csv read here lacks them; pass --results with the suite's "
+                         "full results folder")
     notes = with_seed_spread(build_notes(build, entry, seed, list(scores)), entry.name, results_rows or [], seed)
     publish_best.publish_entry(best, entry.name, recipe=f"recipes/configs/{entry.config}",
                                overrides=[*entry.overrides, f"train.seed={seed}"], dataset=build.dataset,

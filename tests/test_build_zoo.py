@@ -240,6 +240,19 @@ def test_a_kept_published_seed_gets_the_runs_and_seeds_seen_now_in_its_notes(bui
     build_zoo.publish(build, entry, tmp_path / "runs", results_rows=rows[:1], **paths)  # another results.csv
     assert "they list seeds 1 that the results.csv read here lacks" in capsys.readouterr().out
     assert (zoo / "index.yaml").read_bytes() == state[0]  # a seed the card lists is never dropped
+    better = [json.loads(line) for line in (new_run / "log.jsonl").read_text().splitlines() if line.strip()]
+    for line in better:
+        if line.get("selected"):
+            line["val_accuracy"] += 0.02  # seed 1 now wins, but the rows read here lack seed 0: refused, nothing lost
+    (new_run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in better))
+    from safetensors.torch import load_file, save_file
+
+    other = load_file(new_run / "model.safetensors")  # other weights than the published ones
+    save_file({k: v + 1e-3 if v.is_floating_point() else v for k, v in other.items()}, new_run / "model.safetensors")
+    with pytest.raises(SystemExit, match=f"publishing {NAME}-s1 would drop seeds 0 from the notes"):
+        build_zoo.publish(build, entry, tmp_path / "runs", results_rows=rows[1:], **paths)
+    assert (zoo / "index.yaml").read_bytes() == state[0]
+    (new_run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     rows.append({**seed0, "seed": "2"})
     shutil.move(zoo / "weights" / NAME, tmp_path / "elsewhere")  # its folder not here: says so, writes nothing
     (tmp_path / "nowhere" / NAME).mkdir(parents=True)  # only its train log (the incumbent's validation score)
