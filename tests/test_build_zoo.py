@@ -58,6 +58,15 @@ def build_args(data: Path, folder: Path, index: Path, *extra: str) -> list[str]:
             "--publish-dir", str(folder / "pub"), *extra]
 
 
+def set_selected_validation(run: Path, accuracy: float) -> None:
+    """Give ``run``'s selected epoch validation accuracy ``accuracy`` in its log (what the publisher ranks)."""
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    for line in lines:
+        if line.get("selected"):
+            line["val_accuracy"] = accuracy
+    (run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
 @pytest.fixture(scope="module")
 def built(cifar100_tiny, tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("build")
@@ -165,23 +174,16 @@ def test_a_new_seed_replaces_the_published_one_only_when_better_on_validation(bu
     save_file({k: v + 1e-3 if v.is_floating_point() else v for k, v in weights.items()},
               new_run / "model.safetensors")
 
-    def set_validation(accuracy: float) -> None:
-        lines = [json.loads(line) for line in (new_run / "log.jsonl").read_text().splitlines() if line.strip()]
-        for line in lines:
-            if line.get("selected"):
-                line["val_accuracy"] = accuracy
-        (new_run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-
     calls = []
     monkeypatch.setattr(build_zoo.publish_best, "publish_entry", lambda run, name, **kw: calls.append((run, kw)))
     build = build_zoo.get_build_suite("cifar100lt-full", str(cifar100_tiny))
     entry = next(e for e in build.entries if e.name == NAME)
     paths = {"index": str(zoo / "index.yaml"), "publish_dir": str(tmp_path / "pub")}
-    set_validation(published[0] - 0.01)
+    set_selected_validation(new_run, published[0] - 0.01)
     build_zoo.publish(build, entry, tmp_path / "runs", **paths)
     assert not calls and f"keeping the published {NAME}-s0 (validation accuracy {published[0]:.4f}" in \
         capsys.readouterr().out
-    set_validation(published[0] + 0.01)
+    set_selected_validation(new_run, published[0] + 0.01)
     build_zoo.publish(build, entry, tmp_path / "runs", **paths)
     (run, kw), = calls
     assert run == new_run and "train.seed=1" in kw["overrides"]
@@ -208,11 +210,8 @@ def test_a_kept_published_seed_gets_the_runs_and_seeds_seen_now_in_its_notes(bui
     shutil.copytree(index.parent, zoo)
     new_run = tmp_path / "runs" / f"{NAME}-s1"  # seed 0's run folder is elsewhere; seed 1 is worse on validation
     shutil.copytree(folder / "root" / "runs" / f"{NAME}-s0", new_run)
-    lines = [json.loads(line) for line in (new_run / "log.jsonl").read_text().splitlines() if line.strip()]
-    for line in lines:
-        if line.get("selected"):
-            line["val_accuracy"] -= 0.01
-    (new_run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    published = build_zoo.publish_best.selected_validation(zoo / "weights" / NAME, "train_log.jsonl")
+    set_selected_validation(new_run, published[0] - 0.01)
     (seed0,) = build_zoo.compare.read_results(folder / "root")
     rows = [seed0, {**seed0, "seed": "1", "accuracy": "0.25", "ts/ece": "0.125"}]
     build = build_zoo.get_build_suite("cifar100lt-full", str(cifar100_tiny))
@@ -240,11 +239,7 @@ def test_a_kept_published_seed_gets_the_runs_and_seeds_seen_now_in_its_notes(bui
     build_zoo.publish(build, entry, tmp_path / "runs", results_rows=rows[:1], **paths)  # another results.csv
     assert "they list seeds 1 that the results.csv read here lacks" in capsys.readouterr().out
     assert (zoo / "index.yaml").read_bytes() == state[0]  # a seed the card lists is never dropped
-    better = [json.loads(line) for line in (new_run / "log.jsonl").read_text().splitlines() if line.strip()]
-    for line in better:
-        if line.get("selected"):
-            line["val_accuracy"] += 0.02  # seed 1 now wins, but the rows read here lack seed 0: refused, nothing lost
-    (new_run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in better))
+    set_selected_validation(new_run, published[0] + 0.01)  # seed 1 now wins, but the rows lack seed 0: refused
     from safetensors.torch import load_file, save_file
 
     other = load_file(new_run / "model.safetensors")  # other weights than the published ones
@@ -252,7 +247,7 @@ def test_a_kept_published_seed_gets_the_runs_and_seeds_seen_now_in_its_notes(bui
     with pytest.raises(SystemExit, match=f"publishing {NAME}-s1 would drop seeds 0 from the notes"):
         build_zoo.publish(build, entry, tmp_path / "runs", results_rows=rows[1:], **paths)
     assert (zoo / "index.yaml").read_bytes() == state[0]
-    (new_run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    set_selected_validation(new_run, published[0] - 0.01)
     rows.append({**seed0, "seed": "2"})
     shutil.move(zoo / "weights" / NAME, tmp_path / "elsewhere")  # its folder not here: says so, writes nothing
     (tmp_path / "nowhere" / NAME).mkdir(parents=True)  # only its train log (the incumbent's validation score)
@@ -288,26 +283,19 @@ def test_another_builds_run_of_the_published_seed_does_not_stand_in_for_it(built
     published = build_zoo.published_seed(entry, tmp_path / "runs", **where)
     assert published is not None and published[0] == f"{NAME}-s0"
 
-    def set_validation(accuracy: float) -> None:
-        lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-        for line in lines:
-            if line.get("selected"):
-                line["val_accuracy"] = accuracy
-        (run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-
     entries = load_index(zoo / "index.yaml")  # published by another build
     entries[NAME].notes = entries[NAME].notes.replace("--suite cifar100lt-full", "--suite cifar100lt-cpu")
     write_index(zoo / "index.yaml", entries)
     before = (zoo / "index.yaml").read_bytes()
     (seed0,) = build_zoo.compare.read_results(folder / "root")
-    set_validation(published[1][0] - 0.01)
+    set_selected_validation(run, published[1][0] - 0.01)
     build_zoo.publish(build, entry, tmp_path / "runs", results_rows=[seed0], **paths)
     out = capsys.readouterr().out
     assert f"keeping the published {NAME}-s0" in out and "its notes stay as cifar100lt-cpu wrote them" in out
     assert (zoo / "index.yaml").read_bytes() == before
     calls = []
     monkeypatch.setattr(build_zoo.publish_best, "publish_entry", lambda run, name, **kw: calls.append(kw))
-    set_validation(published[1][0] + 0.01)
+    set_selected_validation(run, published[1][0] + 0.01)
     build_zoo.publish(build, entry, tmp_path / "runs", results_rows=[seed0], **paths)
     (kw,) = calls
     assert (f"among the finished runs ({NAME}-s0, {NAME}-s0 (published before by --suite cifar100lt-cpu; run folder "
