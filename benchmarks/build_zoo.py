@@ -200,6 +200,11 @@ def published_seed_number(known) -> str | None:
     return next((o.split("=", 1)[1] for o in reversed(known.overrides) if o.startswith("train.seed=")), None)
 
 
+def published_folders(index_file: Path, name: str, publish_dir: str | Path | None) -> list[Path]:
+    """Where entry ``name``'s published folder may be: the package's shipped copy, else ``publish_dir/<name>``."""
+    return [index_file.parent / "weights" / name, *([Path(publish_dir) / name] if publish_dir else [])]
+
+
 def published_seed(entry: Entry, runs: Path, *, index: str | None = None, publish_dir: str | Path | None = None
                    ) -> tuple[str, tuple[float, float] | None] | None:
     """The seed ``entry`` is published from, as ``(<entry>-s<seed>, (validation accuracy, NLL))``, where its run
@@ -216,8 +221,8 @@ def published_seed(entry: Entry, runs: Path, *, index: str | None = None, publis
     here = runs / f"{entry.name}-s{seed}"
     if seed is None or ((here / "metrics.json").is_file() and sha256_file(here / "model.safetensors") == known.sha256):
         return None
-    folders = [index_file.parent / "weights" / entry.name, *([Path(publish_dir) / entry.name] if publish_dir else [])]
-    logged = next((f for f in folders if (f / "train_log.jsonl").is_file()), None)
+    logged = next((f for f in published_folders(index_file, entry.name, publish_dir)
+                   if (f / "train_log.jsonl").is_file()), None)
     score = publish_best.selected_validation(logged, "train_log.jsonl") if logged else None
     return f"{entry.name}-s{seed}", score
 
@@ -282,8 +287,9 @@ def refresh_notes(build: BuildSuite, entries: list[Entry], rows: list[dict], *, 
         seed = published_seed_number(found)
         if seed is None:
             continue
-        if published_by(found) != build.name:  # this suite's rows are not the published seed's build
-            done.append(f"{entry.name}: notes left as {published_by(found) or 'its publisher'} wrote them")
+        suite = published_by(found)
+        if suite != build.name:  # this suite's rows are not the published seed's build
+            done.append(f"{entry.name}: notes left as {suite or 'its publisher'} wrote them")
             continue
         if not (index_file.parent / "weights" / entry.name / "config.json").is_file():
             raise SystemExit(f"error: {entry.name} is not shipped in the package ({index_file.parent / 'weights'}); "
@@ -341,8 +347,9 @@ def keep_notes_current(build: BuildSuite, entry: Entry, seed: int, candidates: l
     known = load_index(index_file)
     found = known[entry.name]
     old = found.notes or ""
-    if published_by(found) != build.name:  # its seeds and candidates are another build's: not ours to list
-        print(f"[{build.name}] {entry.name}: its notes stay as {published_by(found) or 'its publisher'} wrote them "
+    suite = published_by(found)
+    if suite != build.name:  # its seeds and candidates are another build's: not ours to list
+        print(f"[{build.name}] {entry.name}: its notes stay as {suite or 'its publisher'} wrote them "
               "(this build's seeds are not the published one's)", flush=True)
         return
     lost = missing_seeds(old, entry.name, rows)
@@ -353,12 +360,11 @@ def keep_notes_current(build: BuildSuite, entry: Entry, seed: int, candidates: l
     notes = with_seed_spread(_CHOSEN.sub(chosen_sentence(seed, candidates), old, count=1), entry.name, rows, seed)
     if notes == old:
         return
-    shipped = index_file.parent / "weights" / entry.name
-    folder = next((f for f in (shipped, *([Path(publish_dir) / entry.name] if publish_dir else []))
-                   if (f / "config.json").is_file()), None)
+    folders = published_folders(index_file, entry.name, publish_dir)
+    folder = next((f for f in folders if (f / "config.json").is_file()), None)
     if folder is None:
         print(f"[{build.name}] {entry.name}: its notes are out of date (the seeds seen now) but its published folder "
-              f"is not here ({shipped}); publish it again with --publish-only --republish where it is", flush=True)
+              f"is not here ({folders[0]}); publish it again with --publish-only --republish where it is", flush=True)
         return
     store_notes(found, notes, folder, cards)
     write_index(index_file, known)
